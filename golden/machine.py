@@ -83,10 +83,14 @@ class CostModel:
         return self.dma_latency + max(beats, sram_rows)
 
     def matmul(self, *, rows: int, load_weights: bool) -> int:
-        # Stream plus fill/drain of the skewed array; weights shift in over cols cycles
-        # (overlapped with the previous MATMUL in the double-buffered hardware).
-        r, c = self.config.rows, self.config.cols
-        return rows + r + c - 1 + (c if load_weights else 0)
+        """Cycles the array is occupied: one input row a cycle; a new weight tile shifts in over
+        cols cycles into the shadow buffer while the previous tile still streams."""
+        return max(rows, self.config.cols if load_weights else 1)
+
+    @property
+    def matmul_drain(self) -> int:
+        """Cycles from the last input row entering the array to its accumulator row written."""
+        return self.config.rows + self.config.cols + 1
 
     def vector(self, *, funct: VectorFunct, groups: int, length: int) -> int:
         lanes = min(self.config.rows, self.config.cols)
@@ -152,7 +156,7 @@ class Machine:
                 if unit is None:
                     state.barrier(index, instruction)
                     if instruction.opcode == Opcode.FINISH:
-                        counters.cycles = max(state.time)
+                        counters.cycles = state.time[0]
                         return RunResult(ErrorCode.NONE, None, "", counters)
                 else:
                     state.check_tokens(index, instruction, unit)
@@ -343,6 +347,7 @@ class _RunState:
         self.queues = {unit: deque() for unit in Unit}
         self.tokens = {(a, b): deque() for a in Unit for b in Unit if abs(a - b) == 1}
         self.time = [0, 0, 0]
+        self.results_ready = 0  # when the array's last MATMUL has drained into the accumulator
 
     def check_tokens(self, index: int, ins: Instruction, unit: Unit):
         prev, nxt = self.NEIGHBOURS[unit]
@@ -360,7 +365,7 @@ class _RunState:
             raise _Fault(ErrorCode.ILLEGAL_INSTRUCTION, f"{ins.opcode.name} takes no token flags",
                          index=index)
         self.drain()
-        self.time = [max(self.time)] * 3
+        self.time = [max(self.time + [self.results_ready])] * 3
         self.counters.instructions += 1
 
     def drain(self):
@@ -398,8 +403,12 @@ class _RunState:
         except (ValueError, TypeError) as error:  # e.g. a bad parameter read from SRAM
             raise _Fault(ErrorCode.ILLEGAL_INSTRUCTION, f"{ins.opcode.name}: {error}",
                          index=index) from None
+        if ins.opcode == Opcode.VECTOR:  # it reads the accumulator: wait for the array to drain
+            start = max(start, self.results_ready)
         end = start + cycles
         self.time[unit] = end
+        if ins.opcode == Opcode.MATMUL:
+            self.results_ready = end = end + self.machine.cost.matmul_drain
         setattr(self.counters, f"busy_{unit.name.lower()}",
                 getattr(self.counters, f"busy_{unit.name.lower()}") + cycles)
         self.counters.instructions += 1

@@ -1,0 +1,88 @@
+"""The `npu` command line (DESIGN section 8)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from golden import isa
+from golden.config import PRESETS, get_config
+
+DESCRIPTION = """\
+An int8 systolic-array NPU: RTL, golden model and SDK.
+
+commands:
+  npu info [--config NAME] [--json]     configuration and derived figures
+  npu demo [--config NAME]              the main job, on shipped data
+"""
+
+
+class UserError(Exception):
+    """A mistake of the user's: reported as one line on stderr, exit status 2."""
+
+
+def _add_config(parser: argparse.ArgumentParser):
+    parser.add_argument("--config", default="default", choices=list(PRESETS),
+                        help="hardware configuration (default: default)")
+
+
+def cmd_info(args) -> int:
+    config = get_config(args.config)
+    figures = config.as_dict()
+    figures["instruction_formats_bits"] = {
+        op.name: sum(f.width for f in isa.HEADER + fields) for op, fields in isa.FORMATS.items()}
+    if args.json:
+        print(json.dumps(figures, indent=2))
+        return 0
+    print(f"NPU configuration {config.name!r}")
+    print(f"  systolic array       {config.rows} x {config.cols} = {config.pes} int8 MACs/cycle")
+    print(f"  scratchpad           {config.scratchpad_depth} rows x {config.rows} B = "
+          f"{config.scratchpad_bytes // 1024} KiB")
+    print(f"  accumulator          {config.accumulator_depth} rows x {config.cols} x int32 = "
+          f"{config.accumulator_bytes // 1024} KiB")
+    print(f"  AXI4 master          {config.axi_data_width}-bit data, {config.axi_addr_width}-bit address")
+    print(f"  instruction          {config.instruction_width} bits; queues {config.queue_depth} deep")
+    print(f"  vector rows          up to {config.vector_max_length} elements (softmax, layernorm)")
+    print(f"  watchdog             {config.watchdog_cycles} cycles")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from sw.demo import run_matmul_demo
+
+    return 0 if run_matmul_demo(get_config(args.config)) else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="npu", description=DESCRIPTION,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    info = commands.add_parser("info", help="configuration and derived figures")
+    _add_config(info)
+    info.add_argument("--json", action="store_true", help="print JSON")
+    info.set_defaults(func=cmd_info)
+    demo = commands.add_parser("demo", help="the main job, on shipped data")
+    _add_config(demo)
+    demo.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    try:
+        return args.func(args)
+    except (UserError, ValueError, TypeError, OSError) as error:
+        if args.debug:
+            raise
+        print(f"npu {args.command}: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
