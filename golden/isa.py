@@ -197,6 +197,8 @@ class Instruction:
         self.fields = {name: fields.get(name, 0) for name in known}
 
     def __getattr__(self, name: str) -> int:
+        if name in self.__slots__:  # not set yet (an error inside __init__)
+            raise AttributeError(name)
         try:
             return self.fields[name]
         except KeyError:

@@ -107,8 +107,8 @@ def compile_matmul(config: NpuConfig, *, m: int, k: int, n: int, x_addr: int, w_
                         elem_len=k % r, dram_elem_stride=k))
             loads.append(Instruction(
                 Opcode.LOAD, mem=Memory.SCRATCHPAD, sram_addr=w_buf,
-                dram_addr=w_addr + nt * weight_rows * r, rows=1, cols=weight_rows,
-                elem_len=r, dram_elem_stride=r))
+                dram_addr=w_addr + nt * weight_rows * r, rows=plan.k_chunks, cols=c,
+                elem_len=r, dram_row_stride=c * r, dram_elem_stride=r))
             waits = step >= 2 and overlap
             loads[0] = loads[0].replace(pop_next=int(waits))
             loads[-1] = loads[-1].replace(push_next=1)
