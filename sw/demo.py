@@ -15,7 +15,10 @@ from golden.isa import encode_program
 from golden.machine import Machine
 from sw.matmul import compile_matmul, pack_weights
 
-PROGRAM_ADDR, X_ADDR, W_ADDR, Y_ADDR = 0x1000, 0x10000, 0x100000, 0x200000
+
+
+def _align(address: int, alignment: int = 4096) -> int:
+    return -(-address // alignment) * alignment
 
 
 def naive_weight_stationary_cycles(config: NpuConfig, *, m: int, k: int, n: int) -> int:
@@ -24,23 +27,29 @@ def naive_weight_stationary_cycles(config: NpuConfig, *, m: int, k: int, n: int)
     return -(-k // r) * -(-n // c) * (2 * r + c + m - 2)
 
 
-def run_matmul_demo(config: NpuConfig, *, m: int = 256, k: int = 96, n: int = 80, seed: int = 0,
+def run_matmul_demo(config: NpuConfig, *, m: int = 512, k: int = 256, n: int = 128, seed: int = 0,
                     out=print) -> bool:
     rng = np.random.default_rng(seed)
     x = rng.integers(-128, 128, (m, k), dtype=np.int8)
     w = rng.integers(-128, 128, (k, n), dtype=np.int8)
-    machine = Machine(config, dram_size=1 << 24)
-    machine.write_dram(X_ADDR, x)
-    machine.write_dram(W_ADDR, pack_weights(config, w))
-    program = compile_matmul(config, m=m, k=k, n=n, x_addr=X_ADDR, w_addr=W_ADDR, y_addr=Y_ADDR)
-    machine.write_dram(PROGRAM_ADDR, encode_program(program, instruction_bytes=config.instruction_bytes))
+    packed = pack_weights(config, w)
+    x_addr = 0x1000
+    w_addr = _align(x_addr + x.nbytes)
+    y_addr = _align(w_addr + packed.nbytes)
+    program_addr = _align(y_addr + m * n * 4)
+    program = compile_matmul(config, m=m, k=k, n=n, x_addr=x_addr, w_addr=w_addr, y_addr=y_addr)
+    image = encode_program(program, instruction_bytes=config.instruction_bytes)
+    machine = Machine(config, dram_size=_align(program_addr + len(image), 1 << 20))
+    machine.write_dram(x_addr, x)
+    machine.write_dram(w_addr, packed)
+    machine.write_dram(program_addr, image)
     out(f"npu demo: int8 matmul ({m} x {k}) @ ({k} x {n}) on the golden model of the "
         f"{config.name} NPU ({config.rows}x{config.cols} array), {len(program)} instructions")
-    result = machine.run(program_address=PROGRAM_ADDR, instruction_count=len(program))
+    result = machine.run(program_address=program_addr, instruction_count=len(program))
     if not result.ok:
         out(f"error: {result.error.name} at instruction {result.error_index}: {result.message}")
         return False
-    y = np.frombuffer(machine.read_dram(Y_ADDR, m * n * 4), np.int32).reshape(m, n)
+    y = np.frombuffer(machine.read_dram(y_addr, m * n * 4), np.int32).reshape(m, n)
     expected = quant.matmul(x, w)
     matches = bool(np.array_equal(y, expected))
     out(f"result Y[:3, :6] =\n{y[:3, :6]}")

@@ -54,7 +54,8 @@ def plan_matmul(config: NpuConfig, *, m: int, k: int, n: int) -> MatmulPlan:
         k_max = config.scratchpad_depth // (2 * (config.cols + 1)) * config.rows
         raise ValueError(f"K must be at most {k_max} for the {config.name} scratchpad, not {k} "
                          f"(split K into several matmuls)")
-    tile_m = min(m, MAX_TILE_ROWS, config.accumulator_depth // 2, free // (2 * k_chunks))
+    tile_max = min(m, MAX_TILE_ROWS, config.accumulator_depth // 2, free // (2 * k_chunks))
+    tile_m = _ceil_div(m, _ceil_div(m, tile_max))  # balanced tiles, no small remainder tile
     return MatmulPlan(m=m, k=k, n=n, tile_m=tile_m, k_chunks=k_chunks,
                       n_tiles=_ceil_div(n, config.cols))
 

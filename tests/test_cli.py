@@ -1,0 +1,50 @@
+import json
+import subprocess
+import sys
+
+import pytest
+
+from sw.cli import main
+
+
+def test_help_lists_the_commands(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert "npu info" in out and "npu demo" in out
+
+
+def test_info_prints_the_configuration(capsys):
+    assert main(["info", "--config", "tiny"]) == 0
+    out = capsys.readouterr().out
+    assert "4 x 4 = 16 int8 MACs/cycle" in out
+    assert "1024 rows x 4 B = 4 KiB" in out
+
+
+def test_info_json_has_config_fields_and_derived_figures(capsys):
+    assert main(["info", "--config", "small", "--json"]) == 0
+    figures = json.loads(capsys.readouterr().out)
+    assert figures["name"] == "small"
+    assert (figures["rows"], figures["cols"], figures["pes"]) == (8, 8, 64)
+    assert figures["instruction_formats_bits"]["VECTOR"] <= figures["instruction_width"]
+
+
+def test_unknown_config_is_one_clear_line(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["info", "--config", "huge"])
+    assert exit_info.value.code == 2
+    assert "invalid choice: 'huge'" in capsys.readouterr().err
+
+
+def test_demo_runs_a_matmul_and_reports_cycles(capsys):
+    assert main(["demo", "--config", "default"]) == 0
+    out = capsys.readouterr().out
+    assert "matches numpy: yes" in out
+    assert "cycle estimate:" in out
+
+
+def test_console_script_is_installed():
+    result = subprocess.run([sys.executable, "-m", "sw.cli", "info", "--json"], capture_output=True,
+                            text=True, check=True)
+    assert json.loads(result.stdout)["name"] == "default"
