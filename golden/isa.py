@@ -272,3 +272,20 @@ def decode_program(data: bytes, *, instruction_bytes: int) -> list[int]:
                          f"not {len(data)}")
     return [int.from_bytes(data[i:i + instruction_bytes], "little")
             for i in range(0, len(data), instruction_bytes)]
+
+
+def field_tables_markdown() -> str:
+    """The field tables of docs/isa.md, generated from the tables above (a test keeps the
+    document and the code in step)."""
+    lines = []
+    for opcode, fields in FORMATS.items():
+        lines += [f"### {opcode.name} (opcode {int(opcode)})", "",
+                  "| bits | field | width | signed | meaning |", "|---|---|---|---|---|"]
+        offset = 0
+        for field in HEADER + fields:
+            bits = f"{offset}" if field.width == 1 else f"{offset}..{offset + field.width - 1}"
+            lines.append(f"| {bits} | `{field.name}` | {field.width} | "
+                         f"{'yes' if field.signed else ''} | {field.doc} |")
+            offset += field.width
+        lines += ["", f"{offset} bits used; the rest of the word is zero.", ""]
+    return "\n".join(lines)
