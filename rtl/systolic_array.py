@@ -1,0 +1,107 @@
+"""The weight-stationary systolic array: R x C processing elements with skew and de-skew."""
+
+from amaranth import Module, Signal, signed
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from golden.config import NpuConfig
+
+from .processing_element import ProcessingElement
+
+__all__ = ["SystolicArray", "array_input_layout", "weight_beat_layout"]
+
+
+def array_input_layout(config: NpuConfig) -> data.StructLayout:
+    """One input vector: ``rows`` int8 activations and the weight bank to multiply them with."""
+    return data.StructLayout({"values": data.ArrayLayout(signed(8), config.rows), "bank": 1})
+
+
+def weight_beat_layout(config: NpuConfig) -> data.StructLayout:
+    """One column of a weight tile (``rows`` int8) and the bank it goes to."""
+    return data.StructLayout({"values": data.ArrayLayout(signed(8), config.rows), "bank": 1})
+
+
+class SystolicArray(wiring.Component):
+    """Weight-stationary R x C array: ``outputs[n] = sum_k inputs.values[k] * w[bank][k][n]``.
+
+    - ``weights``: a tile is ``cols`` beats, column 0 first; each beat shifts the bank it names
+      one column towards column 0 (beats enter at column ``cols - 1``), so after ``cols`` beats
+      column n holds beat n. Always ready; the bank being loaded must not be the one inputs in
+      flight compute with (the controller alternates banks: double buffering).
+    - ``inputs`` / ``outputs``: one vector in and one out per cycle, in order, ``latency`` cycles
+      apart. The pipeline stalls as a whole while ``outputs`` is valid and not ready.
+    - int32 sums wrap like the golden model.
+    """
+
+    def __init__(self, config: NpuConfig):
+        self.config = config
+        super().__init__({
+            "weights": In(stream.Signature(weight_beat_layout(config))),
+            "inputs": In(stream.Signature(array_input_layout(config))),
+            "outputs": Out(stream.Signature(data.ArrayLayout(signed(32), config.cols))),
+        })
+
+    @property
+    def latency(self) -> int:
+        """Enabled cycles from accepting an input vector to its output vector being valid."""
+        return self.config.rows + self.config.cols
+
+    def elaborate(self, platform):
+        m = Module()
+        rows, cols = self.config.rows, self.config.cols
+        en = Signal()
+        m.d.comb += [
+            en.eq(~self.outputs.valid | self.outputs.ready),
+            self.inputs.ready.eq(en),
+            self.weights.ready.eq(1),
+        ]
+
+        pes = [[ProcessingElement() for _ in range(cols)] for _ in range(rows)]
+        for k in range(rows):
+            for c in range(cols):
+                m.submodules[f"pe_{k}_{c}"] = pe = pes[k][c]
+                m.d.comb += [
+                    pe.en.eq(en),
+                    pe.w_shift.eq(self.weights.valid),
+                    pe.w_bank.eq(self.weights.payload.bank),
+                ]
+                if c + 1 < cols:
+                    m.d.comb += pe.w_in.eq(pes[k][c + 1].w_out)
+                else:
+                    m.d.comb += pe.w_in.eq(self.weights.payload.values[k])
+                if c > 0:
+                    m.d.comb += [pe.a_in.eq(pes[k][c - 1].a_out), pe.sel_in.eq(pes[k][c - 1].sel_out)]
+                if k > 0:
+                    m.d.comb += pe.psum_in.eq(pes[k - 1][c].psum_out)
+
+        # Input skew: row k enters k cycles late.
+        for k in range(rows):
+            value, bank = self.inputs.payload.values[k], self.inputs.payload.bank
+            for stage in range(k):
+                delayed_value = Signal(signed(8), name=f"skew_{k}_{stage}")
+                delayed_bank = Signal(name=f"skew_bank_{k}_{stage}")
+                with m.If(en):
+                    m.d.sync += [delayed_value.eq(value), delayed_bank.eq(bank)]
+                value, bank = delayed_value, delayed_bank
+            m.d.comb += [pes[k][0].a_in.eq(value), pes[k][0].sel_in.eq(bank)]
+
+        # Output de-skew: column c leaves the array c cycles after column 0; delay it cols-1-c.
+        for c in range(cols):
+            value = pes[rows - 1][c].psum_out
+            for stage in range(cols - 1 - c):
+                delayed = Signal(signed(32), name=f"deskew_{c}_{stage}")
+                with m.If(en):
+                    m.d.sync += delayed.eq(value)
+                value = delayed
+            m.d.comb += self.outputs.payload[c].eq(value)
+
+        # Valid travels alongside: the PE pipeline is rows + 1 deep (product register) and the
+        # skew + de-skew add cols - 1, so an input's output appears rows + cols cycles later.
+        valid = self.inputs.valid & self.inputs.ready
+        for stage in range(self.latency):
+            delayed = Signal(name=f"valid_{stage}")
+            with m.If(en):
+                m.d.sync += delayed.eq(valid)
+            valid = delayed
+        m.d.comb += self.outputs.valid.eq(valid)
+        return m

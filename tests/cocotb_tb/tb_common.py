@@ -1,0 +1,56 @@
+"""Shared pieces of the cocotb testbenches: configuration, seeds, payload packing, clocking."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import cocotb
+import numpy as np
+from cocotb.clock import Clock
+from cocotb.triggers import FallingEdge, RisingEdge
+
+from golden.config import NpuConfig
+
+CLOCK_NS = 10
+
+
+def config_from_env() -> NpuConfig:
+    return NpuConfig(**json.loads(os.environ["NPU_CONFIG"]))
+
+
+def seeded_rng() -> np.random.Generator:
+    seed = int(os.environ.get("NPU_SEED", "1"))
+    cocotb.log.info("random seed %d (rerun with NPU_SEED=%d)", seed, seed)
+    return np.random.default_rng(seed)
+
+
+def pack(values, width: int) -> int:
+    """Lanes (lane 0 in the low bits) of ``width`` bits each as one integer."""
+    word = 0
+    for lane, value in enumerate(values):
+        word |= (int(value) & ((1 << width) - 1)) << (lane * width)
+    return word
+
+
+def unpack_signed(word: int, width: int, lanes: int) -> np.ndarray:
+    mask = (1 << width) - 1
+    values = [(word >> (lane * width)) & mask for lane in range(lanes)]
+    return np.array([v - (1 << width) if v >> (width - 1) else v for v in values], np.int64)
+
+
+class ClockedTB:
+    """Owns the clock and reset; the block testbenches derive from it."""
+
+    def __init__(self, dut):
+        self.dut = dut
+        self.config = config_from_env()
+        self.rng = seeded_rng()
+
+    async def start(self):
+        cocotb.start_soon(Clock(self.dut.clk, CLOCK_NS, unit="ns").start())
+        self.dut.rst.value = 1
+        for _ in range(3):
+            await RisingEdge(self.dut.clk)
+        self.dut.rst.value = 0
+        await FallingEdge(self.dut.clk)
