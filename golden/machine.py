@@ -311,9 +311,11 @@ class Machine:
         length = ins.length
         if funct == VectorFunct.REQUANT:
             if mode == RequantMode.FP32:
-                (scale,) = self._params(ins, length)
-                scale = scale.view(np.float32)
-                _require(bool(np.all(np.isfinite(scale))), "REQUANT scales must be finite")
+                (bits,) = self._params(ins, length)
+                exponent = (bits.view(np.uint32) >> 23) & 0xFF
+                _require(bool(np.all((bits >= 0) & (exponent > 0) & (exponent < 0xFF))),
+                         "REQUANT scales must be positive normal float32 values")
+                scale = bits.view(np.float32)
                 return quant.requantize_fp32(acc, scale, zero_point=ins.out_zp)
             multiplier, shift = self._params(ins, length, length)
             _require(bool(np.all((shift >= -31) & (shift <= 30)) and np.all(multiplier >= 0)),
