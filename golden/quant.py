@@ -75,6 +75,24 @@ def _check_range(name: str, qmin: int, qmax: int):
         raise ValueError(f"{_label(name)} minimum must not exceed its maximum, not {qmin} > {qmax}")
 
 
+def _check_int_values(name: str, value, *, minimum: int, maximum: int) -> np.ndarray:
+    """An integer (or integer array, not bool) with every value in [minimum, maximum], as int64."""
+    if isinstance(value, int) and not isinstance(value, bool) and not minimum <= value <= maximum:
+        raise ValueError(f"{_label(name)} must be between {minimum} and {maximum}, not {value!r}")
+    values = np.asarray(value)
+    if values.dtype == np.bool_ or not np.issubdtype(values.dtype, np.integer):
+        raise TypeError(f"{_label(name)} must be an integer or an integer array, not {value!r}")
+    if np.any(values < minimum) or np.any(values > maximum):
+        raise ValueError(f"{_label(name)} must be between {minimum} and {maximum}, not {value!r}")
+    return values.astype(np.int64)
+
+
+def _check_window(kernel: tuple[int, int], padded_shape: tuple[int, ...]):
+    if padded_shape[2] < kernel[0] or padded_shape[3] < kernel[1]:
+        raise ValueError(f"Kernel {kernel[0]}x{kernel[1]} is larger than the padded input "
+                         f"{padded_shape[2:]}")
+
+
 # Domains --------------------------------------------------------------------------------------
 
 def uint8_to_int8(q: np.ndarray) -> np.ndarray:
@@ -91,6 +109,10 @@ def int8_to_uint8(q: np.ndarray) -> np.ndarray:
 
 def wrap_int32(x: np.ndarray) -> np.ndarray:
     """Two's-complement wrap of an int64 array into int32 (what a 32-bit adder does)."""
+    if not isinstance(x, (np.ndarray, np.integer)) or x.dtype == np.bool_ \
+            or not np.issubdtype(x.dtype, np.integer):
+        found = x.dtype if isinstance(x, (np.ndarray, np.generic)) else type(x).__name__
+        raise TypeError(f"X must be an integer numpy array, not {found}")
     return x.astype(np.int64).astype(np.uint64).astype(np.uint32).view(np.int32).reshape(x.shape)
 
 
@@ -250,7 +272,8 @@ def quantize_multiplier(real_multiplier: float) -> tuple[int, int]:
     if real == 0.0:
         return 0, 0
     mantissa, shift = math.frexp(real)
-    q = round(mantissa * (1 << 31))  # std::round: half away from zero (mantissa > 0)
+    scaled = mantissa * (1 << 31)  # exact (a power-of-two scaling), at most 22 fraction bits
+    q = math.floor(scaled + 0.5)  # std::round: half away from zero (scaled > 0); + 0.5 is exact
     if q == 1 << 31:
         q //= 2
         shift += 1
@@ -265,7 +288,7 @@ def saturating_rounding_doubling_high_mul(a: np.ndarray, b) -> np.ndarray:
     """gemmlowp SaturatingRoundingDoublingHighMul on int32: (2ab + 2^31 nudge) / 2^32,
     dividing with truncation toward zero; INT32_MIN * INT32_MIN saturates to INT32_MAX."""
     check_array("a", a, np.int32)
-    b = np.asarray(b, dtype=np.int64)
+    b = _check_int_values("b", b, minimum=INT32_MIN, maximum=INT32_MAX)
     a64 = a.astype(np.int64)
     ab = a64 * b
     nudge = np.where(ab >= 0, 1 << 30, 1 - (1 << 30))
@@ -278,9 +301,7 @@ def saturating_rounding_doubling_high_mul(a: np.ndarray, b) -> np.ndarray:
 def rounding_divide_by_pot(x: np.ndarray, exponent) -> np.ndarray:
     """gemmlowp RoundingDivideByPOT: x / 2^exponent rounded half away from zero."""
     check_array("x", x, np.int32)
-    exponent = np.asarray(exponent, dtype=np.int64)
-    if np.any((exponent < 0) | (exponent > 31)):
-        raise ValueError(f"Exponent must be between 0 and 31, not {exponent!r}")
+    exponent = _check_int_values("exponent", exponent, minimum=0, maximum=31)
     x64 = x.astype(np.int64)
     mask = (np.int64(1) << exponent) - 1
     remainder = x64 & mask
@@ -295,12 +316,8 @@ def multiply_by_quantized_multiplier(x: np.ndarray, multiplier, shift) -> np.nda
     The left shift wraps in 32 bits (the hardware's shifter); TFLite leaves that case undefined.
     """
     check_array("x", x, np.int32)
-    multiplier = np.asarray(multiplier, dtype=np.int64)
-    shift = np.asarray(shift, dtype=np.int64)
-    if np.any((multiplier < 0) | (multiplier > INT32_MAX)):
-        raise ValueError(f"Multiplier must be between 0 and {INT32_MAX}, not {multiplier!r}")
-    if np.any((shift < -31) | (shift > 30)):
-        raise ValueError(f"Shift must be between -31 and 30, not {shift!r}")
+    multiplier = _check_int_values("multiplier", multiplier, minimum=0, maximum=INT32_MAX)
+    shift = _check_int_values("shift", shift, minimum=-31, maximum=30)
     left = np.maximum(shift, 0)
     right = np.maximum(-shift, 0)
     shifted = wrap_int32(x.astype(np.int64) << left)
@@ -313,22 +330,41 @@ def requantize_fixed(acc: np.ndarray, multiplier, shift, *, zero_point: int,
     check_array("acc", acc, np.int32)
     zero_point = check_int("zero point", zero_point, minimum=INT8_MIN, maximum=INT8_MAX)
     _check_range("output", qmin, qmax)
-    m = _broadcast_channel("multiplier", np.asarray(multiplier, np.int64), acc, axis)
-    s = _broadcast_channel("shift", np.asarray(shift, np.int64), acc, axis)
+    multiplier = _check_int_values("multiplier", multiplier, minimum=0, maximum=INT32_MAX)
+    shift = _check_int_values("shift", shift, minimum=-31, maximum=30)
+    m = _broadcast_channel("multiplier", multiplier, acc, axis)
+    s = _broadcast_channel("shift", shift, acc, axis)
     scaled = multiply_by_quantized_multiplier(acc, m, s).astype(np.int64)
     return np.clip(scaled + zero_point, qmin, qmax).astype(np.int8)
 
 
 # Elementwise add with rescale -------------------------------------------------------------------
 
+def _float32_operand(name: str, value) -> np.ndarray:
+    values = np.asarray(value)
+    if values.dtype.kind not in "iuf":
+        raise TypeError(f"{_label(name)} must be a real number or array, not {value!r}")
+    return values.astype(np.float32)
+
+
 def fma_f32(x: np.ndarray, y: np.ndarray, z: np.ndarray) -> np.ndarray:
     """float32 fused multiply-add x * y + z with a single rounding (to nearest even).
 
     ``x * y`` must be exact in float64 (true for an 8-bit integer times a float32). The sum is
     computed in float64 rounded to odd, which then rounds to float32 exactly once.
+    Operands that are not float32 are first rounded to float32.
     """
-    p = np.asarray(x, np.float32).astype(np.float64) * np.asarray(y, np.float32).astype(np.float64)
-    z64 = np.asarray(z, np.float32).astype(np.float64)
+    x, y, z = (_float32_operand(name, v) for name, v in (("x", x), ("y", y), ("z", z)))
+    try:
+        xy_shape = np.broadcast_shapes(x.shape, y.shape)
+    except ValueError:
+        raise ValueError(f"Y must broadcast with x of shape {x.shape}, not shape {y.shape}") from None
+    try:
+        np.broadcast_shapes(xy_shape, z.shape)
+    except ValueError:
+        raise ValueError(f"Z must broadcast with x * y of shape {xy_shape}, not shape {z.shape}") from None
+    p = x.astype(np.float64) * y.astype(np.float64)
+    z64 = z.astype(np.float64)
     s = p + z64
     bp = s - z64
     err = (p - bp) + (z64 - (s - bp))  # TwoSum: s + err == p + z exactly
@@ -422,8 +458,10 @@ def max_pool2d(x: np.ndarray, *, kernel, stride=1, pads=0) -> np.ndarray:
     pads = _pads4(pads)
     if max(pads[0], pads[2]) >= kernel[0] or max(pads[1], pads[3]) >= kernel[1]:
         raise ValueError(f"Pads must be smaller than the kernel {kernel}, not {pads}")
-    xp = _pad_nchw(x, pads, INT8_MIN)  # -128 never exceeds a real value, and every window
-    return _windows(xp, kernel, stride).max(axis=(4, 5))  # holds at least one real value
+    # -128 never exceeds a real value, and every window holds at least one real value.
+    xp = _pad_nchw(x, pads, INT8_MIN)
+    _check_window(kernel, xp.shape)
+    return _windows(xp, kernel, stride).max(axis=(4, 5))
 
 
 def sum_pool2d(x: np.ndarray, *, kernel, stride=1, pads=0, pad_value: int = 0) -> np.ndarray:
@@ -438,6 +476,7 @@ def sum_pool2d(x: np.ndarray, *, kernel, stride=1, pads=0, pad_value: int = 0) -
     pads = _pads4(pads)
     pad_value = check_int("pad value", pad_value, minimum=INT8_MIN, maximum=INT8_MAX)
     xp = _pad_nchw(x.astype(np.int64), pads, pad_value)
+    _check_window(kernel, xp.shape)
     return _windows(xp, kernel, stride).sum(axis=(4, 5)).astype(np.int32)
 
 
