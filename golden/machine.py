@@ -23,8 +23,19 @@ import numpy as np
 
 from . import quant
 from .config import NpuConfig, get_config
-from .isa import (DecodeError, ErrorCode, Instruction, Memory, Opcode, RequantMode, Unit,
-                  VectorFunct, decode, decode_program, unit_of)
+from .isa import (
+    DecodeError,
+    ErrorCode,
+    Instruction,
+    Memory,
+    Opcode,
+    RequantMode,
+    Unit,
+    VectorFunct,
+    decode,
+    decode_program,
+    unit_of,
+)
 
 __all__ = ["Machine", "RunResult", "Counters", "CostModel"]
 

@@ -1,8 +1,9 @@
 """Verilog generation for any component and configuration, cached.
 
 The cache key is a hash of the component's class, its construction arguments (the configuration
-among them) and the source of every module in ``golden/`` and ``rtl/``; an unchanged design is
-never regenerated, and any change to the RTL or the ISA tables regenerates it.
+among them) and the source of ``rtl/`` and of the golden tables it is built from
+(``golden/config.py``, ``golden/isa.py``); an unchanged design is never regenerated, and any
+change to the RTL or the ISA tables regenerates it.
 """
 
 from __future__ import annotations
@@ -21,14 +22,13 @@ _ROOT = Path(__file__).resolve().parent.parent
 
 
 def _source_files() -> list[Path]:
-    files = []
-    for package in ("golden", "rtl"):
-        files += sorted((_ROOT / package).rglob("*.py"))
-    return files
+    """What a design depends on: the RTL and the golden tables it is built from."""
+    return sorted((_ROOT / "rtl").rglob("*.py")) + [_ROOT / "golden" / "config.py",
+                                                     _ROOT / "golden" / "isa.py"]
 
 
 def design_hash(*parts: object) -> str:
-    """A short hash of ``parts`` (reprs) and the source of golden/ and rtl/."""
+    """A short hash of ``parts`` (reprs) and the sources the RTL is built from."""
     digest = hashlib.sha256()
     for part in parts:
         digest.update(repr(part).encode())

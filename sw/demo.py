@@ -16,7 +16,6 @@ from golden.machine import Machine
 from sw.matmul import compile_matmul, pack_weights
 
 
-
 def _align(address: int, alignment: int = 4096) -> int:
     return -(-address // alignment) * alignment
 

@@ -70,7 +70,7 @@ def test_bad_fields_are_rejected():
     with pytest.raises(ValueError, match="Opcode must be one of"):
         Instruction(9)
     with pytest.raises(AttributeError, match="MATMUL has no field 'rows'"):
-        Instruction(Opcode.MATMUL).rows
+        _ = Instruction(Opcode.MATMUL).rows
     with pytest.raises(TypeError, match="Word must be a non-negative integer"):
         decode(-1)
 

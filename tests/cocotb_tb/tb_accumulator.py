@@ -46,8 +46,9 @@ class TB(ClockedTB):
                         self.rng.integers(-(1 << 31), 1 << 31, cols)),
                        bool(self.rng.random() < 0.7))
             dut.accumulate__valid.value = int(acc)
-            dut.accumulate__payload.value = (acc_req[0] | pack(acc_req[1], 32) << self.config.accumulator_addr_width
-                                             | int(acc_req[2]) << (self.config.accumulator_addr_width + 32 * cols))
+            addr_bits = self.config.accumulator_addr_width
+            dut.accumulate__payload.value = (acc_req[0] | pack(acc_req[1], 32) << addr_bits
+                                             | int(acc_req[2]) << (addr_bits + 32 * cols))
             write = self.rng.random() < write_rate
             w_addr, w_lanes = int(self.rng.integers(0, depth_used)), int(self.rng.integers(0, 1 << cols))
             w_values = self.rng.integers(-(1 << 31), 1 << 31, cols)

@@ -90,7 +90,8 @@ async def check_fp32(tb, acc, scale):
     lo, hi = random_clip(tb.rng, n)
     scale = np.asarray(scale, np.float32)
     bits = scale.view(np.uint32)
-    values, errors = await tb.run([(a, 0, b, 0, z, l, h) for a, b, z, l, h in zip(acc, bits, zp, lo, hi)])
+    cases = [(a, 0, b, 0, z, l, h) for a, b, z, l, h in zip(acc, bits, zp, lo, hi, strict=True)]
+    values, errors = await tb.run(cases)
     assert not errors.any()
     np.testing.assert_array_equal(values, golden_fp32(acc, scale, zp, lo, hi))
 
@@ -153,7 +154,7 @@ async def fixed_mode_random_and_shift_extremes(dut):
     zp = rng.integers(-128, 128, n)
     lo, hi = random_clip(rng, n)
     values, errors = await tb.run([(a, 1, m, s, z, l, h)
-                                   for a, m, s, z, l, h in zip(acc, mult, shift, zp, lo, hi)])
+                                   for a, m, s, z, l, h in zip(acc, mult, shift, zp, lo, hi, strict=True)])
     assert not errors.any()
     np.testing.assert_array_equal(values, golden_fixed(acc, mult, shift, zp, lo, hi))
 

@@ -95,7 +95,7 @@ def random_tiles(tb, count, *, extreme=False):
 async def check(tb, tiles):
     await tb.start()
     outputs = await tb.run_tiles(tiles)
-    for index, ((x, w), got) in enumerate(zip(tiles, outputs)):
+    for index, ((x, w), got) in enumerate(zip(tiles, outputs, strict=True)):
         np.testing.assert_array_equal(got, quant.matmul(x, w), err_msg=f"tile {index}")
 
 
@@ -136,7 +136,7 @@ async def latency_is_rows_plus_cols(dut):
     dut.inputs__valid.value = 1
     await FallingEdge(dut.clk)
     dut.inputs__valid.value = 0
-    for cycle in range(1, 3 * (rows + cols)):
+    for cycle in range(1, 3 * (rows + cols)):  # noqa: B007 (read after the loop)
         await Timer(1, unit="ns")
         if dut.outputs__valid.value:
             break
