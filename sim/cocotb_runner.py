@@ -80,6 +80,7 @@ def run_cocotb(*, verilog: Path, toplevel: str, test_module: str, build_key: str
         extra_env=env,
         testcase=testcase,
         waves=waves,
+        results_xml=str(build_dir / "results.xml"),
     )
     total, failed = get_results(results)
     if failed:
