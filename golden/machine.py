@@ -301,6 +301,12 @@ class Machine:
             return np.maximum(a, b)
         if mode == RequantMode.FP32:
             (consts,) = self._params(ins, 3)
+            exponent = (consts.view(np.uint32) >> 23) & 0xFF
+            fraction = consts.view(np.uint32) & 0x7FFFFF
+            _require(bool(np.all((consts[:2] >= 0) & (exponent[:2] > 0) & (exponent[:2] < 0xFF))),
+                     "ADD scales SA and SB must be positive normal float32 values")
+            _require(bool(exponent[2] < 0xFF and (exponent[2] > 0 or fraction[2] == 0)),
+                     "ADD offset F must be zero or a normal float32 value")
             sa, sb, f = consts.view(np.float32)
             a_raw = quant.int8_to_uint8(a) if ins.a_unsigned else a
             b_raw = quant.int8_to_uint8(b) if ins.b_unsigned else b

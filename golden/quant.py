@@ -365,13 +365,14 @@ def fma_f32(x: np.ndarray, y: np.ndarray, z: np.ndarray) -> np.ndarray:
         raise ValueError(f"Z must broadcast with x * y of shape {xy_shape}, not shape {z.shape}") from None
     p = x.astype(np.float64) * y.astype(np.float64)
     z64 = z.astype(np.float64)
-    s = p + z64
-    bp = s - z64
-    err = (p - bp) + (z64 - (s - bp))  # TwoSum: s + err == p + z exactly
-    even = (np.asarray(s).view(np.int64) & 1) == 0
-    toward = np.where(err > 0, np.inf, -np.inf)
-    s = np.where((err != 0) & even, np.nextafter(s, toward), s)
-    return s.astype(np.float32)
+    with np.errstate(over="ignore", invalid="ignore"):  # overflow is +-inf, as in float32
+        s = p + z64
+        bp = s - z64
+        err = (p - bp) + (z64 - (s - bp))  # TwoSum: s + err == p + z exactly
+        even = (np.asarray(s).view(np.int64) & 1) == 0
+        toward = np.where(err > 0, np.inf, -np.inf)
+        s = np.where((err != 0) & even, np.nextafter(s, toward), s)
+        return s.astype(np.float32)
 
 
 def add_fp32_params(*, a_scale, a_zero_point: int, b_scale, b_zero_point: int, c_scale,
@@ -407,7 +408,8 @@ def add_fp32(a: np.ndarray, b: np.ndarray, sa, sb, f, *, qmin: int, qmax: int) -
     check_int("qmax", qmax, minimum=qmin, maximum=255)
     inner = fma_f32(b.astype(np.float32), np.float32(sb), np.float32(f))
     total = fma_f32(a.astype(np.float32), np.float32(sa), inner)
-    return np.clip(np.rint(total).astype(np.int64), qmin, qmax).astype(np.int32)
+    # Clip in float: an infinite total (an overflowing inner sum) saturates by its sign.
+    return np.clip(np.rint(total.astype(np.float64)), qmin, qmax).astype(np.int32)
 
 
 ADD_FIXED_LEFT_SHIFT = 20

@@ -80,11 +80,25 @@ _EXP = signed(10)  # unbiased exponent of the leading bit; values lie in -170..1
 
 
 def _leading_zeros(m: Module, value) -> Signal:
-    count = Signal(range(len(value) + 1))
-    m.d.comb += count.eq(len(value))
-    for bit in range(len(value)):  # the highest set bit wins (last assignment)
-        with m.If(value[bit]):
-            m.d.comb += count.eq(len(value) - 1 - bit)
+    """The number of leading zeros of ``value`` (its width when zero), as a log-depth tree."""
+    width = len(value)
+    padded = 2
+    while padded <= width:  # at least one pad bit, a one below the value: the count stops there
+        padded *= 2
+    bits = Cat(Const((1 << (padded - width)) - 1, padded - width), value)
+
+    def tree(v):
+        """(count, all zero) of a power-of-two number of bits."""
+        if len(v) == 2:
+            return ~v[1], ~v[1] & ~v[0]
+        half = len(v) // 2
+        count_high, zero_high = tree(v[half:])
+        count_low, zero_low = tree(v[:half])
+        return Mux(zero_high, Cat(count_low, Const(1, 1)), Cat(count_high, Const(0, 1))), \
+            zero_high & zero_low
+
+    count = Signal(range(width + 1))
+    m.d.comb += count.eq(tree(bits)[0])
     return count
 
 
@@ -309,7 +323,7 @@ class QuantizedAdder(wiring.Component):
         whole = comb(mant >> shift, 24, "int_whole")
         fraction = mant & comb((Const(1, 25) << shift) - 1, 24, "int_fraction_mask")
         half = comb((Const(1, 25) << shift) >> 1, 25, "int_half")
-        rne = fraction >= half
+        rne = (fraction > half) | ((fraction == half) & whole[0])
         magnitude = Signal(unsigned(10))
         with m.If(s["inf"] | (exp >= 9)):
             m.d.comb += magnitude.eq(1023)

@@ -430,3 +430,24 @@ def test_host_access_checks_its_arguments():
         Machine("tiny", dram_size=0)
     result = machine.run(program_address=0xFF0, instruction_count=2)
     assert result.error == ErrorCode.BUS_ERROR
+
+
+@pytest.mark.parametrize("sa, sb, f", [(0.0, 0.5, 1.0), (-0.5, 0.5, 1.0), (0.5, np.inf, 1.0),
+                                       (0.5, 0.5, np.nan), (0.5, 0.5, 1e-40), (1e-40, 0.5, 0.0)])
+def test_bad_fp32_add_constants_are_illegal(sa, sb, f):
+    machine = Machine("tiny", dram_size=1 << 16)
+    machine.accumulator[0, :3] = as_int32_bits(np.array([sa, sb, f], np.float32))
+    result = run_program(machine, [I(O.VECTOR, funct=VectorFunct.ADD, outer_count=1, inner_count=1,
+                                     length=4, clip_lo=-128, clip_hi=127), I(O.FINISH)])
+    assert (result.error, result.error_index) == (ErrorCode.ILLEGAL_INSTRUCTION, 0)
+
+
+def test_fp32_add_with_zero_offset_is_legal():
+    machine = Machine("tiny", dram_size=1 << 16)
+    machine.accumulator[0, :3] = as_int32_bits(np.array([0.5, 0.5, 0.0], np.float32))
+    machine.scratchpad[0] = [3, 5, -7, 100]
+    result = run_program(machine, [I(O.VECTOR, funct=VectorFunct.ADD, outer_count=1, inner_count=1,
+                                     b_addr=0, out_addr=1, length=4, clip_lo=-128, clip_hi=127),
+                                   I(O.FINISH)])
+    assert result.ok
+    np.testing.assert_array_equal(machine.scratchpad[1], [3, 5, -7, 100])  # (a + a) / 2

@@ -157,7 +157,7 @@ def random_scales_case(rng, decades_a=(-4, 0), decades_b=(-4, 0), spread=(-1.0, 
 async def fp32_dense_random(dut):
     tb = TB(dut)
     await tb.start()
-    await check(tb, [random_scales_case(tb.rng) for _ in range(2500)])
+    await check(tb, [random_scales_case(tb.rng) for _ in range(5000)])
 
 
 @cocotb.test()
@@ -168,42 +168,41 @@ async def fp32_rounding_ties(dut):
     await tb.start()
     rng = tb.rng
     cases, integer_ties = [], 0
-    for _ in range(600):  # integer ties: SA, SB, F exact, so y lands on .5 often
+    for _ in range(900):  # integer ties: SA, SB, F exact, so y lands on .5 often
         k_a, k_b = (int(k) for k in rng.integers(-2, 5, 2))
-        c_scale = float(10.0 ** rng.uniform(-3, 0))
         case = fp32_case(rng, sa=2.0 ** -k_a, sb=2.0 ** -k_b,
                          f=int(rng.integers(-200, 200)) * 0.5 ** int(rng.integers(0, 3)))
-        del c_scale
         raw_a, raw_b = case["a"] + 128 * case["a_unsigned"], case["b"] + 128 * case["b_unsigned"]
         exact = raw_a * 2.0 ** -k_a + raw_b * 2.0 ** -k_b + np.float32(
             np.uint32(case["f"]).view(np.float32))
         integer_ties += exact % 1 == 0.5
         cases.append(case)
     assert integer_ties > 100, integer_ties
-    for _ in range(600):  # float ties: the exact sum is a float32 midpoint next to k + 0.5
-        k = int(rng.integers(-100, 100))
-        which = int(rng.integers(0, 2))  # 0: the inner FMA (a = 0), 1: the outer (b = 0)
-        code = int(rng.choice([1, 2, 4, 8, 16, 32, 64, 128, -1, -2, -64, -128]))
-        f = k + 0.5 - int(rng.integers(-40, 40))  # F = j + 0.5, the product the rest
-        # Product n +- 2^-(e+1) where 2^-e is the float32 ulp at |k + 0.5| (a float32 midpoint).
+    float_ties = 0
+    for i in range(900):  # float ties: the exact sum is a float32 midpoint next to k + 0.5
+        k = int(rng.integers(-120, 120))
+        sticky = i % 3 == 2  # a tie but for a bit far below: only the sticky bit decides it
+        # F = j + 0.5, the product n +- 2^(e-1) (e: the exponent of the float32 ulp at k + 0.5),
+        # or for the sticky cases +-2^(e-1) (1 + 2^-t), t > 10: below the alignment window.
+        f = k + 0.5 - (0 if sticky else int(rng.integers(-40, 40)))
         ulp_exp = int(np.floor(np.log2(abs(k + 0.5)))) - 23
-        n = k + 0.5 - f
-        product = n + float(rng.choice([-1, 1])) * 2.0 ** (ulp_exp - 1)
+        half_ulp = float(rng.choice([-1, 1])) * 2.0 ** (ulp_exp - 1)
+        product = (k + 0.5 - f) + half_ulp * (1 + (2.0 ** -int(rng.integers(11, 24)) if sticky else 0))
+        code = int(rng.choice([1, 2, 4, 8, 16, 32, 64, 128, -1, -2, -64, -128]))
         scale = product / code
         if scale <= 0:
             scale, code = -scale, -code
         if code > 127 or np.float32(scale) != scale:
             continue
-        other = dict(a=None, b=None)
-        other["a" if which == 0 else "b"] = 0
-        case = fp32_case(rng, sa=scale if which else float(10.0 ** rng.uniform(-3, 1)),
-                         sb=scale if not which else float(10.0 ** rng.uniform(-3, 1)), f=f,
+        outer = i % 2  # 0: the inner FMA (a = 0), 1: the outer FMA (b = 0, inner = F)
+        other = float(10.0 ** rng.uniform(-3, 1))
+        case = fp32_case(rng, sa=scale if outer else other, sb=other if outer else scale, f=f,
                          a_unsigned=0, b_unsigned=0, out_unsigned=0, clip=(-128, 127))
-        case["a" if which else "b"] = code
-        case["b" if which else "a"] = 0
-        if abs(k) < 120:
-            cases.append(case)
-    assert len(cases) > 900, len(cases)
+        case["a" if outer else "b"] = code
+        case["b" if outer else "a"] = 0
+        float_ties += 1
+        cases.append(case)
+    assert float_ties > 600, float_ties
     await check(tb, cases)
 
 
@@ -269,18 +268,25 @@ async def fp32_extreme_scale_ratios(dut):
 
 @cocotb.test()
 async def fp32_overflow_and_tiny(dut):
-    """Huge scales (inner or total beyond float32: inf saturates by sign) and tiny ones (inner
-    sums in the float32 subnormal range, exact)."""
+    """Huge scales (an inner sum beyond float32 is inf, and fma(a, SA, +-inf) = +-inf even when
+    a * SA is larger; totals beyond it saturate by sign) and tiny ones (inner sums in the float32
+    subnormal range are exact, and can break a tie of the outer FMA)."""
     tb = TB(dut)
     await tb.start()
     rng = tb.rng
     cases = []
-    for _ in range(300):
+    for _ in range(200):
         sa = float(np.float32(10.0 ** rng.uniform(30, 38.5)))
         sb = float(np.float32(10.0 ** rng.uniform(30, 38.5)))
         f = float(rng.choice([-1, 1]) * 10.0 ** rng.uniform(0, 38))
         cases.append(fp32_case(rng, sa=sa, sb=sb, f=f))
-    for _ in range(300):
+    for _ in range(200):  # inner = +-inf, a * SA larger still with the other sign
+        b = int(rng.choice([-1, 1]) * rng.integers(2, 9))
+        sb = float(np.float32(2.0 ** 127 * rng.uniform(1, 2)))
+        a = -int(np.sign(b)) * int(rng.integers(64, 128))
+        sa = float(np.float32(abs(b) * sb / abs(a) * rng.uniform(1.5, 3)))  # below 2^127
+        cases.append(fp32_case(rng, a=a, b=b, a_unsigned=0, b_unsigned=0, sa=sa, sb=sb, f=0.0))
+    for _ in range(200):  # inner subnormal (or 0), anything outer
         sb = float(np.float32(2.0 ** int(rng.integers(-126, -105))
                               * (1 + int(rng.integers(0, 1 << 23)) * 2.0 ** -23)))
         code = int(rng.integers(-128, 128))
@@ -288,7 +294,20 @@ async def fp32_overflow_and_tiny(dut):
         if f != 0 and abs(f) < np.float32(2.0 ** -126):
             continue
         cases.append(fp32_case(rng, b=code, b_unsigned=0, sb=sb, f=f,
-                               sa=float(10.0 ** rng.uniform(-38, 1))))
+                               sa=float(10.0 ** rng.uniform(-37, 1))))
+    ties = 0
+    while ties < 150:  # inner = r 2^-149; 3 SA = k + 0.5 + ulp/2, a float32 midpoint
+        k = int(rng.integers(-127, 127))
+        ulp_exp = int(np.floor(np.log2(abs(k + 0.5)))) - 23
+        sa = (k + 0.5 + 2.0 ** (ulp_exp - 1)) / 3
+        r = int(rng.integers(1, 1 << 23))
+        sign = float(rng.choice([-1, 1]))
+        if sa <= 0 or np.float32(sa) != sa:
+            continue
+        ties += 1
+        cases.append(fp32_case(rng, a=3, b=1, a_unsigned=0, b_unsigned=0, out_unsigned=0,
+                               clip=(-128, 127), sa=sa, sb=2.0 ** -126 * (1 + r * 2.0 ** -23),
+                               f=-2.0 ** -126 if sign > 0 else -2.0 ** -126 * (1 + 2 * r * 2.0 ** -23)))
     await check(tb, cases, expected=ieee_fp32_element)
 
 
@@ -317,7 +336,7 @@ async def fixed_mode_random_and_shift_extremes(dut):
                                 a_mult=params["a_multiplier"], a_shift=params["a_shift"],
                                 b_mult=params["b_multiplier"], b_shift=params["b_shift"],
                                 out_mult=params["out_multiplier"], out_shift=params["out_shift"]))
-    for _ in range(1000):  # any legal parameters, shifts often at the ends (wrapping shifts)
+    for _ in range(2000):  # any legal parameters, shifts often at the ends (wrapping shifts)
         def shift():
             return int(rng.choice([-31, 30, 0, -1, 1, int(rng.integers(-31, 31))]))
 
