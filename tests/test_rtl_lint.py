@@ -1,0 +1,34 @@
+"""Every block's generated Verilog passes `verilator --lint-only -Wall` with only the documented
+suppressions (sim.cocotb_runner.VERILATOR_WARNINGS)."""
+
+import subprocess
+
+import pytest
+
+from golden.config import get_config
+from rtl.accumulator import Accumulator
+from rtl.quantized_adder import QuantizedAdder
+from rtl.requantizer import Requantizer
+from rtl.scratchpad import Scratchpad
+from rtl.systolic_array import SystolicArray
+from sim.cocotb_runner import VERILATOR_WARNINGS
+from sim.toolchain import verilator_env
+from sim.verilog import generate_verilog
+
+CONFIG = get_config("small")
+BLOCKS = {
+    "systolic_array": lambda: SystolicArray(CONFIG),
+    "scratchpad": lambda: Scratchpad(CONFIG),
+    "accumulator": lambda: Accumulator(CONFIG),
+    "requantizer": Requantizer,
+    "quantized_adder": QuantizedAdder,
+}
+
+
+@pytest.mark.parametrize("name", list(BLOCKS))
+def test_block_verilog_is_lint_clean(name):
+    path = generate_verilog(BLOCKS[name], name=name, key=(name, CONFIG))
+    result = subprocess.run(["verilator", "--lint-only", "-Wall",
+                             *(f"-Wno-{w}" for w in VERILATOR_WARNINGS), str(path)],
+                            env=verilator_env(), capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
