@@ -45,6 +45,8 @@ from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from .arith import leading_zeros, round_half_even
+
 __all__ = ["QuantizedAdder", "adder_input_layout", "adder_output_layout"]
 
 adder_input_layout = data.StructLayout({
@@ -77,34 +79,6 @@ _GUARD = 3      # window bits below the larger operand's 32-bit mantissa (lowest
 _WINDOW = 36    # 32 + _GUARD bits and one carry bit
 _MAX_ALIGN = 40  # shifting further than this leaves only the sticky bit
 _EXP = signed(10)  # unbiased exponent of the leading bit; values lie in -170..140
-
-
-def _leading_zeros(m: Module, value) -> Signal:
-    """The number of leading zeros of ``value`` (its width when zero), as a log-depth tree."""
-    width = len(value)
-    padded = 2
-    while padded <= width:  # at least one pad bit, a one below the value: the count stops there
-        padded *= 2
-    bits = Cat(Const((1 << (padded - width)) - 1, padded - width), value)
-
-    def tree(v):
-        """(count, all zero) of a power-of-two number of bits."""
-        if len(v) == 2:
-            return ~v[1], ~v[1] & ~v[0]
-        half = len(v) // 2
-        count_high, zero_high = tree(v[half:])
-        count_low, zero_low = tree(v[:half])
-        return Mux(zero_high, Cat(count_low, Const(1, 1)), Cat(count_high, Const(0, 1))), \
-            zero_high & zero_low
-
-    count = Signal(range(width + 1))
-    m.d.comb += count.eq(tree(bits)[0])
-    return count
-
-
-def _round_half_even(kept, guard, sticky):
-    """1 when a value truncated to ``kept`` must round up (nearest, ties to even)."""
-    return guard & (sticky | kept[0])
 
 
 def _exponent_key(exponent):
@@ -154,7 +128,7 @@ class QuantizedAdder(wiring.Component):
             """A raw code (-128..255) as sign, |code| normalised to 8 bits, its exponent, zero."""
             raw = comb(code + Mux(unsigned_code, 128, 0), signed(10), f"{name}_raw")
             magnitude = comb(Mux(raw < 0, -raw, raw)[0:8], 8, f"{name}_magnitude")
-            zeros = _leading_zeros(m, magnitude)
+            zeros = leading_zeros(m, magnitude)
             return {f"{name}_sign": raw < 0, f"{name}_zero": magnitude == 0,
                     f"{name}_norm": ((magnitude << zeros)[0:8], unsigned(8)),
                     f"{name}_k": ((7 - zeros)[0:3], unsigned(3))}
@@ -259,7 +233,7 @@ class QuantizedAdder(wiring.Component):
 
         def fma_normalise(s, index, drop=(), **new):
             total = s["sum"]
-            zeros = _leading_zeros(m, total)
+            zeros = leading_zeros(m, total)
             return advance(s, index, drop=("sum", "t", *drop),
                            normalised=((total << zeros)[0:_WINDOW], unsigned(_WINDOW)),
                            exp=(s["t"] + 1 - zeros, _EXP),
@@ -270,7 +244,7 @@ class QuantizedAdder(wiring.Component):
             ``name``_inf (beyond the float32 range) when ``overflow``."""
             normalised = s["normalised"]
             kept = normalised[_WINDOW - 24:]
-            rounded = comb(kept + _round_half_even(kept, normalised[_WINDOW - 25],
+            rounded = comb(kept + round_half_even(kept, normalised[_WINDOW - 25],
                                                    normalised[0:_WINDOW - 25].any()),
                            25, f"rounded_{index}")
             exp = comb(s["exp"] + rounded[24], _EXP, f"exp_rounded_{index}")

@@ -23,6 +23,8 @@ from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from .arith import leading_zeros, round_half_even
+
 __all__ = ["Requantizer", "requant_input_layout", "requant_output_layout"]
 
 requant_input_layout = data.StructLayout({
@@ -36,20 +38,6 @@ requant_input_layout = data.StructLayout({
 })
 
 requant_output_layout = data.StructLayout({"value": signed(8), "error": 1})
-
-
-def _leading_zeros(m: Module, value: Signal) -> Signal:
-    count = Signal(range(len(value) + 1))
-    m.d.comb += count.eq(len(value))
-    for bit in range(len(value)):  # the highest set bit wins (last assignment)
-        with m.If(value[bit]):
-            m.d.comb += count.eq(len(value) - 1 - bit)
-    return count
-
-
-def _round_half_even(kept: Signal, guard, sticky):
-    """1 when a value truncated to ``kept`` must round up (nearest, ties to even)."""
-    return guard & (sticky | kept[0])
 
 
 class Requantizer(wiring.Component):
@@ -88,11 +76,11 @@ class Requantizer(wiring.Component):
         negative = p.acc < 0
         magnitude = Signal(32)
         m.d.comb += magnitude.eq(Mux(negative, -p.acc, p.acc))
-        zeros = _leading_zeros(m, magnitude)
+        zeros = leading_zeros(m, magnitude)
         normalised = Signal(32)
         m.d.comb += normalised.eq(magnitude << zeros)
         mantissa = normalised[8:32]
-        round_up = _round_half_even(mantissa, normalised[7], normalised[0:7].any())
+        round_up = round_half_even(mantissa, normalised[7], normalised[0:7].any())
         rounded = Signal(25)
         m.d.comb += rounded.eq(mantissa + round_up)
         exponent = Signal(signed(8))
@@ -136,7 +124,7 @@ class Requantizer(wiring.Component):
         with m.Else():
             m.d.comb += [kept.eq(product[23:47]), guard.eq(product[22]), sticky.eq(product[0:22].any())]
         rounded_product = Signal(25)
-        m.d.comb += rounded_product.eq(kept + _round_half_even(kept, guard, sticky))
+        m.d.comb += rounded_product.eq(kept + round_half_even(kept, guard, sticky))
         product_exp = Signal(signed(10))
         m.d.comb += product_exp.eq(s2["exp"] + top + rounded_product[24])
         # fixed: SaturatingRoundingDoublingHighMul (the multiplier is never INT32_MIN here).

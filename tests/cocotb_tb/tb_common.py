@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+from collections import deque
 
 import cocotb
 import numpy as np
 from cocotb.clock import Clock
-from cocotb.triggers import FallingEdge, RisingEdge
+from cocotb.triggers import FallingEdge, RisingEdge, Timer
 
 from golden.config import NpuConfig
 
@@ -54,3 +55,34 @@ class ClockedTB:
             await RisingEdge(self.dut.clk)
         self.dut.rst.value = 0
         await FallingEdge(self.dut.clk)
+
+    async def stream_through(self, payloads, *, input_idle: float, output_stall: float) -> list[int]:
+        """Send ``payloads`` into ``inputs`` and collect as many ``outputs`` words, in order, with
+        random idle cycles on the input and random backpressure on the output."""
+        dut = self.dut
+        pending = deque(payloads)
+        words = []
+        cycles = 0
+        while len(words) < len(payloads):
+            await FallingEdge(dut.clk)
+            cycles += 1
+            assert cycles < 20 * len(payloads) + 100, "the pipeline stopped producing outputs"
+            send = bool(pending) and self.rng.random() >= input_idle
+            if send:
+                dut.inputs__payload.value = pending[0]
+            dut.inputs__valid.value = int(send)
+            ready = self.rng.random() >= output_stall
+            dut.outputs__ready.value = int(ready)
+            await Timer(1, unit="ns")
+            if send and dut.inputs__ready.value:
+                pending.popleft()
+            if ready and dut.outputs__valid.value:
+                words.append(dut.outputs__payload.value.to_unsigned())
+        return words
+
+
+def decode_value_and_error(words) -> tuple[np.ndarray, np.ndarray]:
+    """Lane outputs laid out as {value: signed 8, error: 1}."""
+    values = [w & 0xFF for w in words]
+    return (np.array([v - 256 if v >= 128 else v for v in values], np.int8),
+            np.array([w >> 8 & 1 for w in words]))

@@ -1,12 +1,10 @@
 """cocotb testbench of rtl.requantizer.Requantizer against golden.quant, both modes: dense random
 values, rounding ties, int32 -> float32 rounding, saturation, shifts at both ends, bad params."""
 
-from collections import deque
 
 import cocotb
 import numpy as np
-from cocotb.triggers import FallingEdge, Timer
-from tb_common import ClockedTB
+from tb_common import ClockedTB, decode_value_and_error
 
 from golden import quant
 
@@ -33,29 +31,9 @@ class TB(ClockedTB):
 
     async def run(self, cases):
         """cases: list of payload tuples; returns (values, errors) in order."""
-        dut = self.dut
-        pending = deque(cases)
-        values, errors = [], []
-        cycles = 0
-        while len(values) < len(cases):
-            await FallingEdge(dut.clk)
-            cycles += 1
-            assert cycles < 20 * len(cases) + 100, "the requantizer stopped"
-            send = bool(pending) and self.rng.random() >= self.input_idle
-            if send:
-                dut.inputs__payload.value = self.payload(*pending[0])
-            dut.inputs__valid.value = int(send)
-            ready = self.rng.random() >= self.output_stall
-            dut.outputs__ready.value = int(ready)
-            await Timer(1, unit="ns")
-            if send and dut.inputs__ready.value:
-                pending.popleft()
-            if ready and dut.outputs__valid.value:
-                word = dut.outputs__payload.value.to_unsigned()
-                value = word & 0xFF
-                values.append(value - 256 if value >= 128 else value)
-                errors.append(word >> 8 & 1)
-        return np.array(values, np.int8), np.array(errors)
+        words = await self.stream_through([self.payload(*case) for case in cases],
+                                          input_idle=self.input_idle, output_stall=self.output_stall)
+        return decode_value_and_error(words)
 
 
 def golden_fp32(acc, scale, zp, lo, hi):
