@@ -86,3 +86,19 @@ def decode_value_and_error(words) -> tuple[np.ndarray, np.ndarray]:
     values = [w & 0xFF for w in words]
     return (np.array([v - 256 if v >= 128 else v for v in values], np.int8),
             np.array([w >> 8 & 1 for w in words]))
+
+
+class LaneTB(ClockedTB):
+    """A one-lane pipeline with ``inputs``/``outputs`` streams of {value, error} results."""
+
+    def __init__(self, dut, *, input_idle=0.2, output_stall=0.2):
+        super().__init__(dut)
+        self.input_idle, self.output_stall = input_idle, output_stall
+        dut.inputs__valid.value = 0
+        dut.outputs__ready.value = 0
+
+    async def run_words(self, payloads) -> tuple[np.ndarray, np.ndarray]:
+        """(values, errors) for ``payloads``, in order."""
+        words = await self.stream_through(payloads, input_idle=self.input_idle,
+                                          output_stall=self.output_stall)
+        return decode_value_and_error(words)

@@ -6,7 +6,7 @@ fixed mode with shifts at both ends, bad parameters."""
 
 import cocotb
 import numpy as np
-from tb_common import ClockedTB, decode_value_and_error
+from tb_common import LaneTB
 
 from golden import quant
 from rtl.quantized_adder import adder_input_layout
@@ -19,13 +19,7 @@ def f32_bits(value) -> int:
     return int(np.float32(value).view(np.uint32))
 
 
-class TB(ClockedTB):
-    def __init__(self, dut, *, input_idle=0.2, output_stall=0.2):
-        super().__init__(dut)
-        self.input_idle, self.output_stall = input_idle, output_stall
-        dut.inputs__valid.value = 0
-        dut.outputs__ready.value = 0
-
+class TB(LaneTB):
     @staticmethod
     def payload(case: dict) -> int:
         """Pack a case (field name -> integer; missing fields are 0) by the RTL's layout."""
@@ -36,9 +30,7 @@ class TB(ClockedTB):
 
     async def run(self, cases):
         """cases: list of dicts; returns (values, errors) in order."""
-        words = await self.stream_through([self.payload(case) for case in cases],
-                                          input_idle=self.input_idle, output_stall=self.output_stall)
-        return decode_value_and_error(words)
+        return await self.run_words([self.payload(case) for case in cases])
 
 
 # The golden machine's VECTOR ADD, one element at a time --------------------------------------

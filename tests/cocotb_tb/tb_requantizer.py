@@ -4,7 +4,7 @@ values, rounding ties, int32 -> float32 rounding, saturation, shifts at both end
 
 import cocotb
 import numpy as np
-from tb_common import ClockedTB, decode_value_and_error
+from tb_common import LaneTB
 
 from golden import quant
 
@@ -13,13 +13,7 @@ def _field(value, width):
     return int(value) & ((1 << width) - 1)
 
 
-class TB(ClockedTB):
-    def __init__(self, dut, *, input_idle=0.2, output_stall=0.2):
-        super().__init__(dut)
-        self.input_idle, self.output_stall = input_idle, output_stall
-        dut.inputs__valid.value = 0
-        dut.outputs__ready.value = 0
-
+class TB(LaneTB):
     @staticmethod
     def payload(acc, fixed, scale_bits, shift, zp, lo, hi):
         word, offset = 0, 0
@@ -31,9 +25,7 @@ class TB(ClockedTB):
 
     async def run(self, cases):
         """cases: list of payload tuples; returns (values, errors) in order."""
-        words = await self.stream_through([self.payload(*case) for case in cases],
-                                          input_idle=self.input_idle, output_stall=self.output_stall)
-        return decode_value_and_error(words)
+        return await self.run_words([self.payload(*case) for case in cases])
 
 
 def golden_fp32(acc, scale, zp, lo, hi):
