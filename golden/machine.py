@@ -37,7 +37,7 @@ from .isa import (
     unit_of,
 )
 
-__all__ = ["Machine", "RunResult", "Counters", "CostModel"]
+__all__ = ["Machine", "RunResult", "Counters", "CostModel", "parameter_rows"]
 
 
 class _Fault(Exception):
@@ -276,12 +276,16 @@ class Machine:
         mode = RequantMode(ins.mode)
         a_rows, out_rows = _walk(ins, "a"), _walk(ins, "out")
         length = ins.length
+        # Every row the instruction touches is checked before any parameter value: a, b, out,
+        # then the parameter rows (the order the hardware checks them in).
         if funct in (VectorFunct.ADD, VectorFunct.MAX):
             a = _gather(self.scratchpad, a_rows, 0, length)
             b = _gather(self.scratchpad, _walk(ins, "b"), 0, length)
+            _flat_indices(self.scratchpad, out_rows, ins.out_lane, length)
             out = self._elementwise(funct, mode, ins, a, b)
         else:
             acc = _gather(self.accumulator, a_rows, 0, length)
+            _flat_indices(self.scratchpad, out_rows, ins.out_lane, length)
             out = self._from_accumulator(funct, mode, ins, acc)
         out = np.clip(out.astype(np.int64), ins.clip_lo, ins.clip_hi).astype(np.int8)
         _scatter(self.scratchpad, out_rows, ins.out_lane, out)
@@ -347,8 +351,8 @@ class Machine:
             if funct == VectorFunct.SOFTMAX:
                 (p,) = self._params(ins, intops.SOFTMAX_PARAM_COUNT)
                 return intops.softmax(acc, p)
-            (p,) = self._params(ins, intops.LAYERNORM_CONST_COUNT + 2 * length)
-            return intops.layernorm(acc, p)
+            consts, gamma, beta = self._params(ins, intops.LAYERNORM_CONST_COUNT, length, length)
+            return intops.layernorm(acc, np.concatenate([consts, gamma, beta]))
         except (ValueError, TypeError) as error:
             raise _Fault(ErrorCode.ILLEGAL_INSTRUCTION, f"{funct.name}: {error}") from None
 
@@ -456,6 +460,25 @@ def _check_rows(memory: np.ndarray, first: int, count: int):
         name = "scratchpad" if memory.dtype == np.int8 else "accumulator"
         raise _Fault(ErrorCode.SRAM_OUT_OF_RANGE,
                      f"{name} rows [{first}, {first + count}) exceed its depth {memory.shape[0]}")
+
+
+def parameter_rows(config: NpuConfig | str, *sections) -> np.ndarray:
+    """Parameter sections as accumulator rows (int32, ``cols`` lanes), each section starting on a
+    new row: what ``VECTOR`` reads from ``param_addr`` on."""
+    cols = get_config(config).cols
+    rows = []
+    for section in sections:
+        values = np.asarray(section).reshape(-1)
+        if values.dtype == np.float32:  # float32 parameters are stored as their bit patterns
+            values = values.view(np.int32)
+        if values.dtype.kind not in "iu":
+            raise TypeError(f"Parameter sections must be integer or float32 arrays, "
+                            f"not {values.dtype}")
+        values = values.astype(np.int32)
+        block = np.zeros(-(-values.size // cols) * cols, np.int32)
+        block[:values.size] = values
+        rows.append(block.reshape(-1, cols))
+    return np.concatenate(rows) if rows else np.zeros((0, cols), np.int32)
 
 
 def _flat_indices(memory: np.ndarray, rows: np.ndarray, lane: int, length: int) -> np.ndarray:

@@ -7,7 +7,7 @@ from helpers import as_int32_bits, read_array, run_program
 from golden import quant
 from golden.config import NpuConfig, get_config
 from golden.isa import ErrorCode, Instruction, Memory, Opcode, RequantMode, VectorFunct
-from golden.machine import Machine
+from golden.machine import Machine, parameter_rows
 from sw.matmul import compile_matmul, pack_weights
 
 I, O = Instruction, Opcode
@@ -343,7 +343,14 @@ def test_transformer_row_ops_match_golden_intops(rng):
             output_scale=0.05, output_zero_point=0), intops.layernorm),
     }
     for funct, (params, function) in cases.items():
-        machine.accumulator.reshape(-1)[100 * 4:100 * 4 + params.size] = params
+        if funct == VectorFunct.LAYERNORM:  # constants, gamma, beta: each on new rows
+            const_count = intops.LAYERNORM_CONST_COUNT
+            rows = parameter_rows(config, params[:const_count],
+                                  params[const_count:const_count + length],
+                                  params[const_count + length:])
+        else:
+            rows = parameter_rows(config, params)
+        machine.accumulator[100:100 + len(rows)] = rows
         program = [I(O.VECTOR, funct=funct, outer_count=1, inner_count=2, a_addr=0, a_inner_stride=3,
                      out_addr=300, out_inner_stride=3, length=length, param_addr=100,
                      clip_lo=-128, clip_hi=127), I(O.FINISH)]
