@@ -1,9 +1,9 @@
 """Verilog generation for any component and configuration, cached.
 
 The cache key is a hash of the component's class, its construction arguments (the configuration
-among them) and the source of ``rtl/`` and of the golden tables it is built from
-(``golden/config.py``, ``golden/isa.py``); an unchanged design is never regenerated, and any
-change to the RTL or the ISA tables regenerates it.
+among them) and the source of ``rtl/`` and ``golden/`` (the RTL is built from the golden tables and
+constants: configuration, ISA, register map, the integer operations' constants); an unchanged
+design is never regenerated, and any change to either regenerates it.
 """
 
 from __future__ import annotations
@@ -22,9 +22,8 @@ _ROOT = Path(__file__).resolve().parent.parent
 
 
 def _source_files() -> list[Path]:
-    """What a design depends on: the RTL and the golden tables it is built from."""
-    return sorted((_ROOT / "rtl").rglob("*.py")) + [_ROOT / "golden" / "config.py",
-                                                     _ROOT / "golden" / "isa.py"]
+    """What a design depends on: the RTL and the golden package it is built from."""
+    return sorted((_ROOT / "rtl").rglob("*.py")) + sorted((_ROOT / "golden").glob("*.py"))
 
 
 def design_hash(*parts: object) -> str:

@@ -7,10 +7,15 @@ import pytest
 
 from golden.config import get_config
 from rtl.accumulator import Accumulator
+from rtl.control_registers import ControlRegisters
+from rtl.gelu_lane import GeluLane
+from rtl.layernorm_unit import LayernormUnit
 from rtl.quantized_adder import QuantizedAdder
 from rtl.requantizer import Requantizer
 from rtl.scratchpad import Scratchpad
+from rtl.softmax_unit import SoftmaxUnit
 from rtl.systolic_array import SystolicArray
+from rtl.vector_unit import VectorUnit
 from sim.cocotb_runner import VERILATOR_WARNINGS
 from sim.toolchain import verilator_env
 from sim.verilog import generate_verilog
@@ -22,6 +27,11 @@ BLOCKS = {
     "accumulator": lambda: Accumulator(CONFIG),
     "requantizer": Requantizer,
     "quantized_adder": QuantizedAdder,
+    "gelu_lane": GeluLane,
+    "softmax_unit": lambda: SoftmaxUnit(lanes=CONFIG.cols),
+    "layernorm_unit": lambda: LayernormUnit(lanes=CONFIG.cols),
+    "vector_unit": lambda: VectorUnit(CONFIG),
+    "control_registers": lambda: ControlRegisters(CONFIG),
 }
 
 

@@ -1,0 +1,409 @@
+"""The vector unit: executes one ``VECTOR`` instruction at a time, bit-exact with golden.machine.
+
+Structure (one instruction at a time, in this order):
+
+1. **Check** (one cycle). The instruction's static fields (funct, length, clip bounds, out_lane,
+   loop counts, ``vector_max_length`` for the row operations) give ``ILLEGAL_INSTRUCTION``; then
+   the last row of each walk (``a``, ``b``, ``out``) and of the parameter sections give
+   ``SRAM_OUT_OF_RANGE``, in the order the golden machine checks them. Strides are unsigned, so
+   a walk's last group is its highest. A failing instruction touches nothing.
+2. **Constants**: ADD, GELU, SOFTMAX and LAYERNORM read their (at most nine) constant words from
+   the accumulator rows at ``param_addr`` into registers.
+3. **Beats**. The sequencer walks the groups (outer, inner) and, inside a group, the elements
+   ``j`` in *beats*: runs of consecutive elements that lie in one input row and one output row
+   (flat lane mapping, ``docs/isa.md``). Input rows are ``cols`` int32 lanes (accumulator
+   operands) or ``rows`` int8 lanes (scratchpad operands), and element ``j`` sits in input lane
+   ``j % width``; per-element parameters (REQUANT scales or multipliers and shifts, LAYERNORM
+   gamma and beta) start on a row boundary too, so they are lane-aligned with the operand and are
+   read in the same cycle through two more accumulator read ports. One beat is issued per cycle;
+   when input, output and array widths agree and ``out_lane`` is 0, a beat is a whole row.
+4. **Function units**, all fed from the same registered read stage, one of them selected by
+   ``funct``: ``cols`` :class:`Requantizer` lanes, ``rows`` :class:`QuantizedAdder` lanes, an
+   elementwise max (no pipeline), ``cols`` :class:`GeluLane` s, and the row units
+   :class:`SoftmaxUnit` and :class:`LayernormUnit`, which see each group three times (passes)
+   and may pause the sequencer between passes for their per-row division.
+5. **Write**. A result beat is rotated from its input lanes to its output lanes (out lane =
+   in lane - (j % width) + ((out_lane + j) % rows)), clipped to ``[clip_lo, clip_hi]`` and
+   written with a lane mask. A FIFO carries each output beat's row and lanes from the sequencer
+   to the write stage, so the function units only see data.
+
+Errors found in the data (a bad scale, shift or softmax/GELU/layernorm constant, flagged by the
+function units on the elements in use) give ``ILLEGAL_INSTRUCTION``. The instruction then runs to
+its end with every write from the faulting beat on suppressed (so the row units finish their
+rows and the unit is ready for the next instruction); earlier beats of that instruction may
+already have been written. ``done`` carries one word per instruction with its error code.
+"""
+
+from amaranth import Array, C, Cat, Module, Mux, Signal, signed
+from amaranth.lib import data, fifo, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from golden import intops
+from golden.config import NpuConfig
+from golden.isa import Opcode
+
+from .gelu_lane import GeluLane
+from .isa_layouts import ErrorCode, RequantMode, VectorFunct, format_layout
+from .layernorm_unit import LayernormUnit
+from .ports import ReadPortSignature, WritePortSignature
+from .quantized_adder import QuantizedAdder
+from .requantizer import Requantizer
+from .softmax_unit import SoftmaxUnit
+
+__all__ = ["VectorUnit", "vector_done_layout"]
+
+vector_done_layout = data.StructLayout({"error": ErrorCode})
+
+#: Constant words read at ``param_addr`` before the beats: ADD fixed mode has the most.
+_CONST_WORDS = 9
+#: Output beats between the sequencer and the write stage (covers the deepest function unit).
+_BEATS_IN_FLIGHT = 32
+
+
+def _log2(value: int) -> int:
+    return value.bit_length() - 1
+
+
+def _lane_run(*, first, count, width: int):
+    """A ``width``-bit lane mask with lanes ``first`` .. ``first + count - 1`` set."""
+    return (((C(1, 1) << count) - 1) << first)[:width]
+
+
+class VectorUnit(wiring.Component):
+    """``command``: the fields of one VECTOR instruction; ``done``: its error code, once it has
+    finished. Memory ports: three accumulator read ports (operand, two parameter sections), two
+    scratchpad read ports (operands ``a`` and ``b``) and the scratchpad write port; each must be
+    the unit's own (a read port's data must hold while its ``en`` is low)."""
+
+    def __init__(self, config: NpuConfig):
+        self.config = config
+        spad_row = data.ArrayLayout(signed(8), config.rows)
+        acc_row = data.ArrayLayout(signed(32), config.cols)
+        spad_addr, acc_addr = config.scratchpad_addr_width, config.accumulator_addr_width
+        super().__init__({
+            "command": In(stream.Signature(format_layout(Opcode.VECTOR))),
+            "done": Out(stream.Signature(vector_done_layout)),
+            "acc_values": Out(ReadPortSignature(addr_width=acc_addr, row_shape=acc_row)),
+            "acc_params0": Out(ReadPortSignature(addr_width=acc_addr, row_shape=acc_row)),
+            "acc_params1": Out(ReadPortSignature(addr_width=acc_addr, row_shape=acc_row)),
+            "spad_a": Out(ReadPortSignature(addr_width=spad_addr, row_shape=spad_row)),
+            "spad_b": Out(ReadPortSignature(addr_width=spad_addr, row_shape=spad_row)),
+            "spad_write": Out(WritePortSignature(addr_width=spad_addr, row_shape=spad_row,
+                                                 lanes=config.rows)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg = self.config
+        rows, cols = cfg.rows, cfg.cols
+        lanes = max(rows, cols)                   # widest input row
+        log_rows, log_cols = _log2(rows), _log2(cols)
+        wide = 28                                 # row arithmetic before the range checks
+
+        ins = Signal(format_layout(Opcode.VECTOR))
+        error = Signal(ErrorCode)
+
+        funct = ins.funct
+        spad_op = (funct == VectorFunct.ADD) | (funct == VectorFunct.MAX)
+        row_op = (funct == VectorFunct.SOFTMAX) | (funct == VectorFunct.LAYERNORM)
+        has_consts = spad_op & (funct != VectorFunct.MAX) | row_op | (funct == VectorFunct.GELU)
+        passes = Mux(row_op, SoftmaxUnit.passes, 1)
+        assert SoftmaxUnit.passes == LayernormUnit.passes
+
+        def ceil_cols(count):
+            return (count + (cols - 1)) >> log_cols
+
+        length_rows = Signal(range((1 << 16) // cols + 2))   # rows of one per-element section
+        m.d.comb += length_rows.eq(ceil_cols(ins.length))
+        gamma_offset = Mux(funct == VectorFunct.LAYERNORM,
+                           ceil_cols(intops.LAYERNORM_CONST_COUNT), 0)
+
+        # 1. Check ----------------------------------------------------------------------------
+        def last_group(prefix):
+            return (ins[f"{prefix}_addr"]
+                    + (ins.outer_count - 1) * ins[f"{prefix}_outer_stride"]
+                    + (ins.inner_count - 1) * ins[f"{prefix}_inner_stride"])
+
+        last_element = ins.length - 1
+        a_last = Signal(wide)
+        b_last = Signal(wide)
+        out_last = Signal(wide)
+        param_rows = Signal(wide)
+        m.d.comb += [
+            a_last.eq(last_group("a") + Mux(spad_op, last_element >> log_rows,
+                                           last_element >> log_cols)),
+            b_last.eq(last_group("b") + (last_element >> log_rows)),
+            out_last.eq(last_group("out") + ((ins.out_lane + last_element) >> log_rows)),
+        ]
+        with m.Switch(funct):
+            with m.Case(VectorFunct.REQUANT):
+                m.d.comb += param_rows.eq(Mux(ins.mode == RequantMode.FIXED, 2 * length_rows,
+                                              length_rows))
+            with m.Case(VectorFunct.ADD):
+                m.d.comb += param_rows.eq(Mux(ins.mode == RequantMode.FIXED, ceil_cols(9),
+                                              ceil_cols(3)))
+            with m.Case(VectorFunct.SOFTMAX):
+                m.d.comb += param_rows.eq(ceil_cols(intops.SOFTMAX_PARAM_COUNT))
+            with m.Case(VectorFunct.GELU):
+                m.d.comb += param_rows.eq(ceil_cols(intops.GELU_PARAM_COUNT))
+            with m.Case(VectorFunct.LAYERNORM):
+                m.d.comb += param_rows.eq(ceil_cols(intops.LAYERNORM_CONST_COUNT)
+                                          + 2 * length_rows)
+
+        illegal = ((funct > max(f.value for f in VectorFunct)) | (ins.length == 0)
+                   | (ins.clip_lo > ins.clip_hi) | (ins.out_lane >= rows)
+                   | (row_op & (ins.length > cfg.vector_max_length))
+                   | (ins.outer_count == 0) | (ins.inner_count == 0))
+        out_of_range = ((a_last >= Mux(spad_op, cfg.scratchpad_depth, cfg.accumulator_depth))
+                        | (spad_op & (b_last >= cfg.scratchpad_depth))
+                        | (out_last >= cfg.scratchpad_depth)
+                        | ((param_rows != 0)
+                           & (ins.param_addr + param_rows > cfg.accumulator_depth)))
+        check_result = Mux(illegal, ErrorCode.ILLEGAL_INSTRUCTION,
+                           Mux(out_of_range, ErrorCode.SRAM_OUT_OF_RANGE, ErrorCode.NONE))
+
+        # 2. Constants ------------------------------------------------------------------------
+        const_rows = ceil_cols(_CONST_WORDS)
+        consts = Array(Signal(signed(32), name=f"const{i}") for i in range(_CONST_WORDS))
+        const_row = Signal(range(const_rows + 1))
+        const_capture = Signal()
+
+        # 3. Sequencer state -------------------------------------------------------------------
+        j = Signal(17)
+        pass_index = Signal(2)
+        outer = Signal(10)
+        inner = Signal(10)
+        base = {p: Signal(wide, name=f"{p}_base") for p in ("a", "b", "out")}
+        outer_base = {p: Signal(wide, name=f"{p}_outer_base") for p in ("a", "b", "out")}
+
+        in_lane = Signal(range(lanes))
+        m.d.comb += in_lane.eq(Mux(spad_op, j[:log_rows], j[:log_cols]) if lanes > 1 else 0)
+        out_position = Signal(18)
+        m.d.comb += out_position.eq(ins.out_lane + j)
+        out_lane = Signal(range(rows))
+        m.d.comb += out_lane.eq(out_position[:log_rows])
+        in_room = Mux(spad_op, rows, cols) - in_lane
+        out_room = rows - out_lane
+        remaining = ins.length - j
+        room = Signal(range(lanes + 1))
+        m.d.comb += room.eq(Mux(in_room < out_room, in_room, out_room))
+        count = Signal(range(lanes + 1))
+        m.d.comb += count.eq(Mux(remaining < room, remaining, room))
+        row_last = count == remaining
+        output_pass = pass_index == passes - 1
+
+        # Output beats travel to the write stage through a FIFO.
+        beat_layout = data.StructLayout({
+            "out_row": cfg.scratchpad_addr_width,
+            "in_lane": range(lanes),
+            "out_lane": range(rows),
+            "count": range(lanes + 1),
+        })
+        m.submodules.beats = beats = fifo.SyncFIFO(width=beat_layout.size, depth=_BEATS_IN_FLIGHT)
+
+        # The read stage: the memories' outputs plus this register set.
+        s1_valid = Signal()
+        s1_mask = Signal(lanes)
+        s1_pass = Signal(2)
+        s1_last = Signal()
+        s1_ready = Signal()
+        advance = ~s1_valid | s1_ready
+        issue = Signal()
+
+        # 4. Function units --------------------------------------------------------------------
+        requantizers = [Requantizer() for _ in range(cols)]
+        adders = [QuantizedAdder() for _ in range(rows)]
+        gelus = [GeluLane() for _ in range(cols)]
+        for i, unit in enumerate(requantizers):
+            m.submodules[f"requantizer{i}"] = unit
+        for i, unit in enumerate(adders):
+            m.submodules[f"adder{i}"] = unit
+        for i, unit in enumerate(gelus):
+            m.submodules[f"gelu{i}"] = unit
+        m.submodules.softmax = softmax = SoftmaxUnit(lanes=cols)
+        m.submodules.layernorm = layernorm = LayernormUnit(lanes=cols)
+
+        acc_values, params0, params1 = (self.acc_values.data, self.acc_params0.data,
+                                        self.acc_params1.data)
+        a_values, b_values = self.spad_a.data, self.spad_b.data
+        for lane, unit in enumerate(requantizers):
+            p = unit.inputs.payload
+            m.d.comb += [p.acc.eq(acc_values[lane]), p.fixed.eq(ins.mode == RequantMode.FIXED),
+                         p.scale.eq(params0[lane]), p.shift.eq(params1[lane]),
+                         p.zero_point.eq(ins.out_zp), p.clip_lo.eq(ins.clip_lo),
+                         p.clip_hi.eq(ins.clip_hi)]
+        adder_consts = ("a_zp", "b_zp", "left_shift", "a_mult", "a_shift", "b_mult", "b_shift",
+                        "out_mult", "out_shift")
+        for lane, unit in enumerate(adders):
+            p = unit.inputs.payload
+            m.d.comb += [p.a.eq(a_values[lane]), p.b.eq(b_values[lane]),
+                         p.fixed.eq(ins.mode == RequantMode.FIXED),
+                         p.a_unsigned.eq(ins.a_unsigned), p.b_unsigned.eq(ins.b_unsigned),
+                         p.out_unsigned.eq(ins.out_unsigned),
+                         p.sa.eq(consts[0]), p.sb.eq(consts[1]), p.f.eq(consts[2]),
+                         p.out_zp.eq(ins.out_zp), p.clip_lo.eq(ins.clip_lo),
+                         p.clip_hi.eq(ins.clip_hi)]
+            m.d.comb += [p[name].eq(consts[i]) for i, name in enumerate(adder_consts)]
+        for lane, unit in enumerate(gelus):
+            p = unit.inputs.payload
+            m.d.comb += p.x.eq(acc_values[lane])
+            m.d.comb += [p.params[i].eq(consts[i]) for i in range(intops.GELU_PARAM_COUNT)]
+        for unit in (softmax, layernorm):
+            p = unit.beats.payload
+            m.d.comb += [p.values.eq(acc_values), p.gamma.eq(params0), p.beta.eq(params1),
+                         p.mask.eq(s1_mask[:cols]), p.pass_index.eq(s1_pass),
+                         p.last.eq(s1_last)]
+            m.d.comb += [unit.params[i].eq(consts[i]) for i in range(5)]
+        m.d.comb += layernorm.length.eq(ins.length)
+
+        # Results: one stream from whichever unit runs, plus the lane-error mask of its beat.
+        head = Signal(beat_layout)
+        m.d.comb += head.eq(beats.r_data)
+        head_mask = Signal(lanes)
+        m.d.comb += head_mask.eq(_lane_run(first=head.in_lane, count=head.count, width=lanes))
+        result_valid = Signal()
+        result_ready = Signal()
+        result_values = Signal(data.ArrayLayout(signed(8), lanes))
+        result_error = Signal()
+
+        def lane_array(units, select):
+            """Units that share one valid and one ready: they stall together."""
+            m.d.comb += [unit.inputs.valid.eq(s1_valid & select) for unit in units]
+            m.d.comb += [unit.outputs.ready.eq(result_ready & select) for unit in units]
+            with m.If(select):
+                m.d.comb += [s1_ready.eq(units[0].inputs.ready),
+                             result_valid.eq(units[0].outputs.valid),
+                             result_error.eq((Cat(u.outputs.payload.error for u in units)
+                                              & head_mask[:len(units)]).any())]
+                m.d.comb += [result_values[lane].eq(u.outputs.payload.value)
+                             for lane, u in enumerate(units)]
+
+        def row_unit(unit, select):
+            m.d.comb += [unit.beats.valid.eq(s1_valid & select),
+                         unit.results.ready.eq(result_ready & select)]
+            with m.If(select):
+                m.d.comb += [s1_ready.eq(unit.beats.ready),
+                             result_valid.eq(unit.results.valid),
+                             result_error.eq(unit.results.payload.error)]
+                m.d.comb += [result_values[lane].eq(unit.results.payload.values[lane])
+                             for lane in range(cols)]
+
+        lane_array(requantizers, funct == VectorFunct.REQUANT)
+        lane_array(adders, funct == VectorFunct.ADD)
+        lane_array(gelus, funct == VectorFunct.GELU)
+        row_unit(softmax, funct == VectorFunct.SOFTMAX)
+        row_unit(layernorm, funct == VectorFunct.LAYERNORM)
+        with m.If(funct == VectorFunct.MAX):  # combinational: the read stage is the pipeline
+            m.d.comb += [s1_ready.eq(result_ready), result_valid.eq(s1_valid)]
+            m.d.comb += [result_values[lane].eq(Mux(a_values[lane] > b_values[lane],
+                                                    a_values[lane], b_values[lane]))
+                         for lane in range(rows)]
+
+        # 5. Write ---------------------------------------------------------------------------
+        faulted = Signal()
+        write = self.spad_write
+        m.d.comb += [result_ready.eq(write.ready), beats.r_en.eq(result_valid & write.ready)]
+        in_lane_bits = max(1, _log2(lanes))
+        for lane in range(rows):
+            source = (lane + head.in_lane - head.out_lane)[:in_lane_bits] if lanes > 1 else 0
+            value = result_values[source]
+            clipped = Mux(value < ins.clip_lo, ins.clip_lo,
+                          Mux(value > ins.clip_hi, ins.clip_hi, value))
+            m.d.comb += write.data[lane].eq(clipped)
+        m.d.comb += write.lanes.eq(_lane_run(first=head.out_lane, count=head.count, width=rows))
+        m.d.comb += [write.addr.eq(head.out_row),
+                     write.en.eq(result_valid & ~result_error & ~faulted)]
+        with m.If(result_valid & result_ready & result_error & ~faulted):
+            m.d.sync += [faulted.eq(1), error.eq(ErrorCode.ILLEGAL_INSTRUCTION)]
+
+        # Read stage registers and the memory read ports.
+        in_row = base["a"] + Mux(spad_op, j >> log_rows, j >> log_cols)
+        param_row = ins.param_addr + gamma_offset + (j >> log_cols)
+        m.d.comb += [
+            self.acc_values.addr.eq(in_row),
+            self.acc_params0.addr.eq(param_row),
+            self.acc_params1.addr.eq(param_row + length_rows),
+            self.spad_a.addr.eq(in_row),
+            self.spad_b.addr.eq(base["b"] + (j >> log_rows)),
+        ]
+        read_acc = advance & ~spad_op
+        read_spad = advance & spad_op
+        m.d.comb += [self.acc_values.en.eq(read_acc), self.acc_params1.en.eq(read_acc),
+                     self.acc_params0.en.eq(read_acc), self.spad_a.en.eq(read_spad),
+                     self.spad_b.en.eq(read_spad)]
+        with m.If(advance):
+            m.d.sync += [
+                s1_valid.eq(issue),
+                s1_mask.eq(_lane_run(first=in_lane, count=count, width=lanes)),
+                s1_pass.eq(pass_index),
+                s1_last.eq(row_last),
+            ]
+        out_row = base["out"] + (out_position >> log_rows)
+        beat = Signal(beat_layout)
+        m.d.comb += [beat.out_row.eq(out_row), beat.in_lane.eq(in_lane),
+                     beat.out_lane.eq(out_lane), beat.count.eq(count),
+                     beats.w_data.eq(beat), beats.w_en.eq(issue & output_pass)]
+
+        # Control ------------------------------------------------------------------------------
+        m.d.comb += self.done.payload.error.eq(error)
+        with m.FSM():
+            with m.State("IDLE"):
+                m.d.comb += self.command.ready.eq(1)
+                with m.If(self.command.valid):
+                    m.d.sync += [ins.eq(self.command.payload), faulted.eq(0),
+                                 error.eq(ErrorCode.NONE)]
+                    m.next = "CHECK"
+            with m.State("CHECK"):
+                m.d.sync += [error.eq(check_result), j.eq(0), pass_index.eq(0), outer.eq(0),
+                             inner.eq(0), const_row.eq(0), const_capture.eq(0)]
+                for p in base:
+                    m.d.sync += [base[p].eq(ins[f"{p}_addr"]), outer_base[p].eq(ins[f"{p}_addr"])]
+                with m.If(check_result != ErrorCode.NONE):
+                    m.next = "DONE"
+                with m.Elif(has_consts):
+                    m.next = "CONSTS"
+                with m.Else():
+                    m.next = "RUN"
+            with m.State("CONSTS"):
+                # Read row k, capture it the next cycle: two cycles a row, at most five rows.
+                m.d.comb += [self.acc_params0.addr.eq(ins.param_addr + const_row),
+                             self.acc_params0.en.eq(~const_capture)]
+                m.d.sync += const_capture.eq(~const_capture)
+                with m.If(const_capture):
+                    for row in range(const_rows):
+                        with m.If(const_row == row):
+                            for lane in range(cols):
+                                if row * cols + lane < _CONST_WORDS:
+                                    m.d.sync += consts[row * cols + lane].eq(params0[lane])
+                    m.d.sync += const_row.eq(const_row + 1)
+                    with m.If(const_row == const_rows - 1):
+                        m.next = "RUN"
+            with m.State("RUN"):
+                m.d.comb += issue.eq(advance & (~output_pass | beats.w_rdy))
+                with m.If(issue):
+                    m.d.sync += j.eq(j + count)
+                    with m.If(row_last):
+                        m.d.sync += j.eq(0)
+                        with m.If(~output_pass):
+                            m.d.sync += pass_index.eq(pass_index + 1)
+                        with m.Else():
+                            m.d.sync += pass_index.eq(0)
+                            with m.If(inner + 1 < ins.inner_count):
+                                m.d.sync += inner.eq(inner + 1)
+                                for p in base:
+                                    m.d.sync += base[p].eq(base[p] + ins[f"{p}_inner_stride"])
+                            with m.Elif(outer + 1 < ins.outer_count):
+                                m.d.sync += [outer.eq(outer + 1), inner.eq(0)]
+                                for p in base:
+                                    step = outer_base[p] + ins[f"{p}_outer_stride"]
+                                    m.d.sync += [outer_base[p].eq(step), base[p].eq(step)]
+                            with m.Else():
+                                m.next = "DRAIN"
+            with m.State("DRAIN"):
+                with m.If(~s1_valid & (beats.level == 0)):
+                    m.next = "DONE"
+            with m.State("DONE"):
+                m.d.comb += self.done.valid.eq(1)
+                with m.If(self.done.ready):
+                    m.next = "IDLE"
+        return m
