@@ -13,8 +13,16 @@ from cocotb.triggers import FallingEdge, Timer
 from tb_common import ClockedTB, pack, unpack_signed
 
 from golden import intops, quant
-from golden.isa import HEADER, ErrorCode, Instruction, Opcode, RequantMode, VectorFunct, encode, \
-    encode_program
+from golden.isa import (
+    HEADER,
+    ErrorCode,
+    Instruction,
+    Opcode,
+    RequantMode,
+    VectorFunct,
+    encode,
+    encode_program,
+)
 from golden.machine import Machine, parameter_rows
 
 HEADER_BITS = sum(field.width for field in HEADER)
@@ -203,7 +211,7 @@ FUNCT_MODES = [(VectorFunct.REQUANT, RequantMode.FP32), (VectorFunct.REQUANT, Re
 async def random_instructions_of_every_funct(dut):
     tb = TB(dut)
     await tb.start()
-    for round_ in range(3):
+    for _ in range(3):
         for funct, mode in FUNCT_MODES:
             tb.randomise_operands()
             await tb.check(tb.random_instruction(funct, mode))
