@@ -7,6 +7,7 @@ import pytest
 
 from golden.config import get_config
 from rtl.accumulator import Accumulator
+from rtl.compute_unit import ComputeUnit
 from rtl.control_registers import ControlRegisters
 from rtl.gelu_lane import GeluLane
 from rtl.layernorm_unit import LayernormUnit
@@ -31,6 +32,7 @@ BLOCKS = {
     "softmax_unit": lambda: SoftmaxUnit(lanes=CONFIG.cols),
     "layernorm_unit": lambda: LayernormUnit(lanes=CONFIG.cols),
     "vector_unit": lambda: VectorUnit(CONFIG),
+    "compute_unit": lambda: ComputeUnit(CONFIG),
     "control_registers": lambda: ControlRegisters(CONFIG),
 }
 

@@ -1,0 +1,304 @@
+"""The compute unit: MATMUL on the systolic array and VECTOR on the vector unit, in program order.
+
+MATMUL runs in two overlapping stages, so that the next instruction's weight tile shifts in
+while the current one's inputs stream (double-buffered weights):
+
+- **weights stage**: takes the next instruction, checks it (``ILLEGAL_INSTRUCTION`` for a loop
+  count of 0, ``SRAM_OUT_OF_RANGE`` for an input, accumulator or weight row past the end, in the
+  golden machine's order) and, with ``load_weights``, reads the ``cols`` weight rows into the bank
+  the array is not computing with, one row per cycle, once no input in flight uses that bank;
+  then hands the instruction to
+- **input stage**: walks the input rows (outer x inner), one scratchpad row per cycle into the
+  array, each tagged with its bank; a FIFO carries each row's accumulator row, the accumulate
+  flag and its bank to the array's output, where the row goes to the accumulator's
+  ``accumulate`` stream. The instruction is done (``done``) when its last row is written.
+
+VECTOR waits until every MATMUL result is in the accumulator, then runs on the vector unit (which
+shares the two scratchpad read ports with the matmul stages; they are never busy at once).
+``done`` carries the instruction index and error code of every instruction, in program order.
+
+``flush`` (after an error elsewhere) stops issuing: the weights and input stages drop their
+instructions at once; rows already in the array and a running VECTOR complete. ``idle`` is high
+when nothing is in flight.
+"""
+
+from amaranth import Module, Mux, Signal, signed
+from amaranth.lib import data, fifo, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from golden.config import NpuConfig
+from golden.isa import Opcode as IsaOpcode
+
+from .accumulator import accumulate_layout
+from .isa_layouts import ErrorCode, Opcode, format_layout
+from .ports import ReadPortSignature, WritePortSignature
+from .systolic_array import SystolicArray
+from .vector_unit import VectorUnit
+
+__all__ = ["ComputeUnit", "compute_command_layout", "compute_done_layout", "INDEX_BITS"]
+
+#: Width of an instruction index (PROGRAM_LENGTH is a 32-bit register).
+INDEX_BITS = 32
+#: Cycles between the last accumulate handshake and its row being readable (write-back + read).
+_ACCUMULATOR_SETTLE = 2
+
+
+def compute_command_layout() -> data.StructLayout:
+    return data.StructLayout({
+        "index": INDEX_BITS,
+        "opcode": Opcode,
+        "fields": data.UnionLayout({"matmul": format_layout(IsaOpcode.MATMUL),
+                                    "vector": format_layout(IsaOpcode.VECTOR)}),
+    })
+
+
+def compute_done_layout() -> data.StructLayout:
+    return data.StructLayout({"index": INDEX_BITS, "error": ErrorCode})
+
+
+class ComputeUnit(wiring.Component):
+    def __init__(self, config: NpuConfig):
+        self.config = config
+        spad_row = data.ArrayLayout(signed(8), config.rows)
+        acc_row = data.ArrayLayout(signed(32), config.cols)
+        spad_addr, acc_addr = config.scratchpad_addr_width, config.accumulator_addr_width
+        super().__init__({
+            "command": In(stream.Signature(compute_command_layout())),
+            "done": Out(stream.Signature(compute_done_layout())),
+            "spad_read0": Out(ReadPortSignature(addr_width=spad_addr, row_shape=spad_row)),
+            "spad_read1": Out(ReadPortSignature(addr_width=spad_addr, row_shape=spad_row)),
+            "spad_write": Out(WritePortSignature(addr_width=spad_addr, row_shape=spad_row,
+                                                 lanes=config.rows)),
+            "acc_read0": Out(ReadPortSignature(addr_width=acc_addr, row_shape=acc_row)),
+            "acc_read1": Out(ReadPortSignature(addr_width=acc_addr, row_shape=acc_row)),
+            "acc_read2": Out(ReadPortSignature(addr_width=acc_addr, row_shape=acc_row)),
+            "accumulate": Out(stream.Signature(accumulate_layout(config))),
+            "flush": In(1),
+            "idle": Out(1),
+            "macs": Out(range(config.rows * config.cols + 1)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg = self.config
+        rows, cols = cfg.rows, cfg.cols
+        wide = 28
+        m.submodules.array = array = SystolicArray(cfg)
+        m.submodules.vector = vector = VectorUnit(cfg)
+        matmul_layout = format_layout(IsaOpcode.MATMUL)
+
+        # Row bookkeeping that travels with each input row through the array.
+        tag_layout = data.StructLayout({"acc_addr": cfg.accumulator_addr_width, "accumulate": 1,
+                                        "bank": 1, "last": 1, "index": INDEX_BITS})
+        m.submodules.tags = tags = fifo.SyncFIFO(width=tag_layout.size, depth=rows + cols + 4)
+        in_flight = [Signal(range(rows + cols + 5), name=f"in_flight_bank{b}") for b in range(2)]
+
+        # Done sources: the matmul output side (a one-entry register), the weights stage's check
+        # errors and the vector unit. The last two only report once the matmul pipeline is empty.
+        matmul_done = Signal(compute_done_layout())
+        matmul_done_valid = Signal()
+        stage_done = Signal(compute_done_layout())
+        stage_done_valid = Signal()
+
+        # ---- weights stage ------------------------------------------------------------------
+        w_ins = Signal(matmul_layout)
+        w_index = Signal(INDEX_BITS)
+        w_bank = Signal()           # the bank this instruction computes with
+        last_bank = Signal()        # the bank the most recent weight tile went into
+        w_row = Signal(range(cols + 1))
+        w_beat_valid = Signal()
+
+        # ---- input stage --------------------------------------------------------------------
+        i_busy = Signal()
+        i_ins = Signal(matmul_layout)
+        i_index = Signal(INDEX_BITS)
+        i_bank = Signal()
+        outer = Signal(10)
+        inner = Signal(10)
+        input_base = Signal(wide)
+        input_outer = Signal(wide)
+        acc_base = Signal(wide)
+        acc_outer = Signal(wide)
+        handoff = Signal()
+
+        def last_row(ins, prefix):
+            return (ins[f"{prefix}_addr"] + (ins.outer_count - 1) * ins[f"{prefix}_outer_stride"]
+                    + (ins.inner_count - 1) * ins[f"{prefix}_inner_stride"])
+
+        check = Signal(ErrorCode)
+        illegal = (w_ins.outer_count == 0) | (w_ins.inner_count == 0)
+        out_of_range = ((last_row(w_ins, "input") >= cfg.scratchpad_depth)
+                        | (last_row(w_ins, "acc") >= cfg.accumulator_depth)
+                        | (w_ins.load_weights & (w_ins.weight_addr + cols > cfg.scratchpad_depth)))
+        m.d.comb += check.eq(Mux(illegal, ErrorCode.ILLEGAL_INSTRUCTION,
+                                 Mux(out_of_range, ErrorCode.SRAM_OUT_OF_RANGE, ErrorCode.NONE)))
+
+        settle = Signal(range(_ACCUMULATOR_SETTLE + 1))
+        pipeline_empty = Signal()
+        m.d.comb += pipeline_empty.eq(~i_busy & (tags.level == 0) & ~matmul_done_valid
+                                      & (settle == 0))
+        with m.If(tags.level != 0):
+            m.d.sync += settle.eq(_ACCUMULATOR_SETTLE)
+        with m.Elif(settle != 0):
+            m.d.sync += settle.eq(settle - 1)
+
+        vector_active = Signal()
+        new_bank = ~last_bank
+        bank_free = ~(i_busy & (i_bank == new_bank)) & (Mux(new_bank, in_flight[1], in_flight[0]) == 0)
+
+        # Weight beats: read row n this cycle, the beat goes into the array the next.
+        m.d.comb += [array.weights.valid.eq(w_beat_valid),
+                     array.weights.payload.values.eq(self.spad_read1.data),
+                     array.weights.payload.bank.eq(w_bank)]
+        m.d.sync += w_beat_valid.eq(0)
+
+        cmd = self.command.payload
+        with m.FSM(name="weights") as weights_fsm:
+            with m.State("IDLE"):
+                with m.If(self.command.valid & ~self.flush):
+                    with m.If(cmd.opcode == Opcode.MATMUL):
+                        m.d.comb += self.command.ready.eq(1)
+                        m.d.sync += [w_ins.eq(cmd.fields.matmul), w_index.eq(cmd.index)]
+                        m.next = "CHECK"
+                    with m.Elif(pipeline_empty & ~stage_done_valid):
+                        m.d.comb += [self.command.ready.eq(vector.command.ready),
+                                     vector.command.valid.eq(1)]
+                        with m.If(vector.command.ready):
+                            m.d.sync += [w_index.eq(cmd.index), vector_active.eq(1)]
+                            m.next = "VECTOR"
+            with m.State("CHECK"):
+                with m.If(check != ErrorCode.NONE):
+                    m.next = "REPORT"
+                with m.Elif(w_ins.load_weights):
+                    m.d.sync += [w_bank.eq(new_bank), w_row.eq(0)]
+                    m.next = "WAIT_BANK"
+                with m.Else():
+                    m.d.sync += w_bank.eq(last_bank)
+                    m.next = "HANDOFF"
+                with m.If(self.flush):  # drop the instruction
+                    m.next = "IDLE"
+            with m.State("WAIT_BANK"):
+                with m.If(bank_free):
+                    m.next = "LOAD"
+                with m.If(self.flush):  # drop the instruction
+                    m.next = "IDLE"
+            with m.State("LOAD"):
+                m.d.comb += [self.spad_read1.addr.eq(w_ins.weight_addr + w_row),
+                             self.spad_read1.en.eq(1)]
+                m.d.sync += [w_beat_valid.eq(1), w_row.eq(w_row + 1)]
+                with m.If(w_row == cols - 1):
+                    m.d.sync += last_bank.eq(w_bank)
+                    m.next = "HANDOFF"
+                with m.If(self.flush):  # drop the instruction
+                    m.next = "IDLE"
+            with m.State("HANDOFF"):
+                with m.If(~i_busy):
+                    m.d.comb += handoff.eq(1)
+                    m.next = "IDLE"
+                with m.If(self.flush):  # drop the instruction
+                    m.next = "IDLE"
+            with m.State("REPORT"):
+                with m.If(pipeline_empty & ~stage_done_valid):
+                    m.d.sync += [stage_done_valid.eq(1), stage_done.index.eq(w_index),
+                                 stage_done.error.eq(check)]
+                    m.next = "IDLE"
+                with m.If(self.flush):  # drop the instruction
+                    m.next = "IDLE"
+            with m.State("VECTOR"):
+                with m.If(vector.done.valid):
+                    m.d.comb += vector.done.ready.eq(~stage_done_valid)
+                    with m.If(~stage_done_valid):
+                        m.d.sync += [stage_done_valid.eq(1), stage_done.index.eq(w_index),
+                                     stage_done.error.eq(vector.done.payload.error),
+                                     vector_active.eq(0)]
+                        m.next = "IDLE"
+        m.d.comb += vector.command.payload.eq(cmd.fields.vector)
+
+        # ---- input stage: a read stage (the scratchpad port) in front of the array ---------
+        s1_valid = Signal()
+        s1_bank = Signal()
+        advance = ~s1_valid | array.inputs.ready
+        issue = Signal()
+        m.d.comb += [array.inputs.valid.eq(s1_valid),
+                     array.inputs.payload.values.eq(self.spad_read0.data),
+                     array.inputs.payload.bank.eq(s1_bank)]
+        with m.If(advance):
+            m.d.sync += [s1_valid.eq(issue), s1_bank.eq(i_bank)]
+        last_input = (outer + 1 == i_ins.outer_count) & (inner + 1 == i_ins.inner_count)
+        tag = Signal(tag_layout)
+        m.d.comb += [tag.acc_addr.eq(acc_base), tag.accumulate.eq(i_ins.accumulate),
+                     tag.bank.eq(i_bank), tag.last.eq(last_input), tag.index.eq(i_index),
+                     tags.w_data.eq(tag), tags.w_en.eq(issue)]
+        with m.If(~vector_active):
+            m.d.comb += [self.spad_read0.addr.eq(input_base), self.spad_read0.en.eq(advance)]
+        m.d.comb += issue.eq(i_busy & advance & tags.w_rdy & ~self.flush)
+        with m.If(handoff):
+            m.d.sync += [i_busy.eq(1), i_ins.eq(w_ins), i_index.eq(w_index), i_bank.eq(w_bank),
+                         outer.eq(0), inner.eq(0),
+                         input_base.eq(w_ins.input_addr), input_outer.eq(w_ins.input_addr),
+                         acc_base.eq(w_ins.acc_addr), acc_outer.eq(w_ins.acc_addr)]
+        with m.If(issue):
+            with m.If(inner + 1 < i_ins.inner_count):
+                m.d.sync += [inner.eq(inner + 1),
+                             input_base.eq(input_base + i_ins.input_inner_stride),
+                             acc_base.eq(acc_base + i_ins.acc_inner_stride)]
+            with m.Elif(outer + 1 < i_ins.outer_count):
+                next_input = input_outer + i_ins.input_outer_stride
+                next_acc = acc_outer + i_ins.acc_outer_stride
+                m.d.sync += [outer.eq(outer + 1), inner.eq(0),
+                             input_base.eq(next_input), input_outer.eq(next_input),
+                             acc_base.eq(next_acc), acc_outer.eq(next_acc)]
+            with m.Else():
+                m.d.sync += i_busy.eq(0)
+        with m.If(self.flush):
+            m.d.sync += i_busy.eq(0)
+
+        # ---- array output -> accumulator --------------------------------------------------
+        head = Signal(tag_layout)
+        m.d.comb += head.eq(tags.r_data)
+        retire = array.outputs.valid & array.outputs.ready
+        m.d.comb += [
+            array.outputs.ready.eq(self.accumulate.ready & ~(head.last & matmul_done_valid)),
+            self.accumulate.valid.eq(array.outputs.valid & ~(head.last & matmul_done_valid)),
+            self.accumulate.payload.addr.eq(head.acc_addr),
+            self.accumulate.payload.values.eq(array.outputs.payload),
+            self.accumulate.payload.accumulate.eq(head.accumulate),
+            tags.r_en.eq(retire),
+        ]
+        with m.If(retire & head.last):
+            m.d.sync += [matmul_done_valid.eq(1), matmul_done.index.eq(head.index),
+                         matmul_done.error.eq(ErrorCode.NONE)]
+        for bank in range(2):
+            up = issue & (i_bank == bank)
+            down = retire & (head.bank == bank)
+            m.d.sync += in_flight[bank].eq(in_flight[bank] + up - down)
+
+        # ---- done ---------------------------------------------------------------------------
+        with m.If(matmul_done_valid):
+            m.d.comb += [self.done.valid.eq(1), self.done.payload.eq(matmul_done)]
+            with m.If(self.done.ready):
+                m.d.sync += matmul_done_valid.eq(0)
+        with m.Elif(stage_done_valid):
+            m.d.comb += [self.done.valid.eq(1), self.done.payload.eq(stage_done)]
+            with m.If(self.done.ready):
+                m.d.sync += stage_done_valid.eq(0)
+
+        # ---- the vector unit's ports -----------------------------------------------------------
+        wiring.connect(m, wiring.flipped(self.acc_read0), vector.acc_values)
+        wiring.connect(m, wiring.flipped(self.acc_read1), vector.acc_params0)
+        wiring.connect(m, wiring.flipped(self.acc_read2), vector.acc_params1)
+        wiring.connect(m, wiring.flipped(self.spad_write), vector.spad_write)
+        m.d.comb += [vector.spad_a.data.eq(self.spad_read0.data),
+                     vector.spad_b.data.eq(self.spad_read1.data)]
+        with m.If(vector_active):
+            m.d.comb += [self.spad_read0.addr.eq(vector.spad_a.addr),
+                         self.spad_read0.en.eq(vector.spad_a.en),
+                         self.spad_read1.addr.eq(vector.spad_b.addr),
+                         self.spad_read1.en.eq(vector.spad_b.en)]
+
+        m.d.comb += [
+            self.macs.eq(Mux(array.inputs.valid & array.inputs.ready, rows * cols, 0)),
+            self.idle.eq(weights_fsm.ongoing("IDLE") & pipeline_empty & ~vector_active
+                         & ~stage_done_valid & ~w_beat_valid),
+        ]
+        return m
