@@ -13,8 +13,8 @@ inner interface with :func:`connect_flat`.
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["Axi4Signature", "AxiLiteSignature", "AxiResp", "AxiBurst", "flat_members",
-           "connect_flat"]
+__all__ = ["Axi4Signature", "Axi4ReadSignature", "Axi4WriteSignature", "AxiLiteSignature",
+           "AxiResp", "AxiBurst", "flat_members", "connect_flat"]
 
 
 class AxiResp:
@@ -43,7 +43,52 @@ def _check_width(name: str, value, *, allowed=None, low=None, high=None):
         raise ValueError(f"{name} must be between {low} and {high}, not {value!r}")
 
 
-class Axi4Signature(wiring.Signature):
+def _check_axi4_widths(addr_width, data_width, id_width):
+    _check_width("Address width", addr_width, low=12, high=64)
+    _check_width("Data width", data_width, allowed=(8, 16, 32, 64, 128, 256, 512, 1024))
+    _check_width("ID width", id_width, low=1, high=32)
+
+
+def _write_members(addr_width: int, data_width: int, id_width: int) -> dict:
+    return {
+        "awid": Out(id_width), "awaddr": Out(addr_width), "awlen": Out(8), "awsize": Out(3),
+        "awburst": Out(2), "awvalid": Out(1), "awready": In(1),
+        "wdata": Out(data_width), "wstrb": Out(data_width // 8), "wlast": Out(1),
+        "wvalid": Out(1), "wready": In(1),
+        "bid": In(id_width), "bresp": In(2), "bvalid": In(1), "bready": Out(1),
+    }
+
+
+def _read_members(addr_width: int, data_width: int, id_width: int) -> dict:
+    return {
+        "arid": Out(id_width), "araddr": Out(addr_width), "arlen": Out(8), "arsize": Out(3),
+        "arburst": Out(2), "arvalid": Out(1), "arready": In(1),
+        "rid": In(id_width), "rdata": In(data_width), "rresp": In(2), "rlast": In(1),
+        "rvalid": In(1), "rready": Out(1),
+    }
+
+
+class _Axi4Base(wiring.Signature):
+    """Shared parameters, comparison and repr of the AXI4 signatures (full bus and halves)."""
+
+    def __init__(self, members: dict, *, addr_width: int, data_width: int, id_width: int):
+        self.addr_width, self.data_width, self.id_width = addr_width, data_width, id_width
+        super().__init__(members)
+
+    def __eq__(self, other):
+        return (type(other) is type(self) and
+                (self.addr_width, self.data_width, self.id_width) ==
+                (other.addr_width, other.data_width, other.id_width))
+
+    def __hash__(self):
+        return hash((type(self), self.addr_width, self.data_width, self.id_width))
+
+    def __repr__(self):
+        return (f"{type(self).__name__}(addr_width={self.addr_width}, "
+                f"data_width={self.data_width}, id_width={self.id_width})")
+
+
+class Axi4Signature(_Axi4Base):
     """A full AXI4 bus (five channels, bursts, IDs) as seen by its master.
 
     Carries the signals cocotbext-axi's ``AxiRam`` requires plus ``wstrb``, ``bresp`` and
@@ -52,33 +97,33 @@ class Axi4Signature(wiring.Signature):
     """
 
     def __init__(self, *, addr_width: int, data_width: int, id_width: int = 1):
-        _check_width("Address width", addr_width, low=12, high=64)
-        _check_width("Data width", data_width, allowed=(8, 16, 32, 64, 128, 256, 512, 1024))
-        _check_width("ID width", id_width, low=1, high=32)
-        self.addr_width, self.data_width, self.id_width = addr_width, data_width, id_width
-        super().__init__({
-            "awid": Out(id_width), "awaddr": Out(addr_width), "awlen": Out(8), "awsize": Out(3),
-            "awburst": Out(2), "awvalid": Out(1), "awready": In(1),
-            "wdata": Out(data_width), "wstrb": Out(data_width // 8), "wlast": Out(1),
-            "wvalid": Out(1), "wready": In(1),
-            "bid": In(id_width), "bresp": In(2), "bvalid": In(1), "bready": Out(1),
-            "arid": Out(id_width), "araddr": Out(addr_width), "arlen": Out(8), "arsize": Out(3),
-            "arburst": Out(2), "arvalid": Out(1), "arready": In(1),
-            "rid": In(id_width), "rdata": In(data_width), "rresp": In(2), "rlast": In(1),
-            "rvalid": In(1), "rready": Out(1),
-        })
+        _check_axi4_widths(addr_width, data_width, id_width)
+        super().__init__(_write_members(addr_width, data_width, id_width) |
+                         _read_members(addr_width, data_width, id_width),
+                         addr_width=addr_width, data_width=data_width, id_width=id_width)
 
-    def __eq__(self, other):
-        return (type(other) is Axi4Signature and
-                (self.addr_width, self.data_width, self.id_width) ==
-                (other.addr_width, other.data_width, other.id_width))
 
-    def __hash__(self):
-        return hash((Axi4Signature, self.addr_width, self.data_width, self.id_width))
+class Axi4ReadSignature(_Axi4Base):
+    """The read half of :class:`Axi4Signature` (AR and R channels, the same member names and
+    widths), for a master that only reads. cocotbext-axi's ``AxiRamRead`` drives it."""
 
-    def __repr__(self):
-        return (f"Axi4Signature(addr_width={self.addr_width}, data_width={self.data_width}, "
-                f"id_width={self.id_width})")
+    def __init__(self, *, addr_width: int, data_width: int, id_width: int = 1):
+        _check_axi4_widths(addr_width, data_width, id_width)
+        super().__init__(_read_members(addr_width, data_width, id_width),
+                         addr_width=addr_width, data_width=data_width, id_width=id_width)
+
+
+class Axi4WriteSignature(_Axi4Base):
+    """The write half of :class:`Axi4Signature` (AW, W and B channels, the same member names
+    and widths), for a master that only writes. cocotbext-axi's ``AxiRamWrite`` drives it.
+
+    A top level with one full AXI4 port wires a read half and a write half to it with two
+    calls of :func:`connect_flat` (each wires only the members of its interface)."""
+
+    def __init__(self, *, addr_width: int, data_width: int, id_width: int = 1):
+        _check_axi4_widths(addr_width, data_width, id_width)
+        super().__init__(_write_members(addr_width, data_width, id_width),
+                         addr_width=addr_width, data_width=data_width, id_width=id_width)
 
 
 class AxiLiteSignature(wiring.Signature):

@@ -133,7 +133,7 @@ class TB(ClockedTB):
         return cycles
 
     def random_matmul(self, *, load_weights: bool) -> Instruction:
-        cfg, rng = self.config, self.rng
+        rng = self.rng
         outer, inner = int(rng.integers(1, 3)), int(rng.integers(1, 6))
         return Instruction(
             Opcode.MATMUL, accumulate=int(rng.integers(0, 2)), load_weights=int(load_weights),
