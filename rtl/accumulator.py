@@ -29,19 +29,24 @@ class Accumulator(wiring.Component):
       see each other.
     - ``write``: the DMA's port (bias rows, parameters). It yields to ``accumulate`` writes
       (``ready`` low in those cycles).
-    - ``read``: a plain read port for the vector unit and the store DMA.
+    - ``read0``, ``read1``, ...: ``read_ports`` plain read ports (the vector unit's three and the
+      store DMA's; for block RAM every read port beyond the first costs a copy of the memory).
     """
 
-    def __init__(self, config: NpuConfig):
+    def __init__(self, config: NpuConfig, *, read_ports: int = 1):
         self.config = config
+        self.read_ports = read_ports
         self.row_layout = data.ArrayLayout(signed(32), config.cols)
         addr = config.accumulator_addr_width
-        super().__init__({
+        members = {
             "accumulate": In(stream.Signature(accumulate_layout(config))),
             "write": In(WritePortSignature(addr_width=addr, row_shape=self.row_layout,
                                            lanes=config.cols)),
-            "read": In(ReadPortSignature(addr_width=addr, row_shape=self.row_layout)),
-        })
+        }
+        members.update({f"read{i}": In(ReadPortSignature(addr_width=addr,
+                                                         row_shape=self.row_layout))
+                        for i in range(read_ports)})
+        super().__init__(members)
 
     def elaborate(self, platform):
         m = Module()
@@ -50,7 +55,6 @@ class Accumulator(wiring.Component):
                                                   depth=self.config.accumulator_depth, init=[])
         write = mem.write_port(granularity=1)
         rmw_read = mem.read_port(transparent_for=(write,))
-        plain_read = mem.read_port()
 
         # Stage 0: read the row being updated.
         m.d.comb += [
@@ -78,9 +82,9 @@ class Accumulator(wiring.Component):
             ]
         m.d.comb += self.write.ready.eq(~pending_valid)
 
-        m.d.comb += [
-            plain_read.addr.eq(self.read.addr),
-            plain_read.en.eq(self.read.en),
-            self.read.data.eq(plain_read.data),
-        ]
+        for i in range(self.read_ports):
+            port = getattr(self, f"read{i}")
+            plain_read = mem.read_port()
+            m.d.comb += [plain_read.addr.eq(port.addr), plain_read.en.eq(port.en),
+                         port.data.eq(plain_read.data)]
         return m

@@ -15,7 +15,7 @@ class TB(ClockedTB):
         self.model = np.zeros((self.config.accumulator_depth, self.config.cols), np.int64)
         dut.accumulate__valid.value = 0
         dut.write__en.value = 0
-        dut.read__en.value = 0
+        dut.read0__en.value = 0
 
     async def clear(self, rows: int):
         """Zero rows [0, rows) through the DMA port (memories keep values between tests)."""
@@ -36,7 +36,7 @@ class TB(ClockedTB):
         for _ in range(cycles):
             await FallingEdge(dut.clk)
             if expected is not None:
-                got = unpack_signed(dut.read__data.value.to_unsigned(), 32, cols)
+                got = unpack_signed(dut.read0__data.value.to_unsigned(), 32, cols)
                 np.testing.assert_array_equal(got, expected)
                 checked += 1
             expected = None
@@ -56,7 +56,7 @@ class TB(ClockedTB):
             dut.write__lanes.value, dut.write__data.value = w_lanes, pack(w_values, 32)
             read = self.rng.random() < read_rate
             r_addr = int(self.rng.integers(0, depth_used))
-            dut.read__en.value, dut.read__addr.value = int(read), r_addr
+            dut.read0__en.value, dut.read0__addr.value = int(read), r_addr
             if read:
                 expected = self.model[r_addr].copy()
             await Timer(1, unit="ns")
