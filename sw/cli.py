@@ -15,6 +15,7 @@ An int8 systolic-array NPU: RTL, golden model and SDK.
 commands:
   npu info [--config NAME] [--json]     configuration and derived figures
   npu demo [--config NAME]              the main job, on shipped data
+  npu verilog [--config NAME] [-o FILE] one self-contained Verilog file, top module `npu`
 """
 
 
@@ -54,6 +55,28 @@ def cmd_demo(args) -> int:
     return 0 if run_matmul_demo(get_config(args.config)) else 1
 
 
+def cmd_verilog(args) -> int:
+    import shutil
+    from pathlib import Path
+
+    from rtl.npu import Npu
+    from sim.verilog import generate_verilog
+
+    config = get_config(args.config)
+    print(f"npu verilog: elaborating the {config.name} NPU ({config.rows}x{config.cols})...",
+          file=sys.stderr)
+    path = generate_verilog(lambda: Npu(config), name="npu", key=("Npu", config))
+    if args.output == "-":
+        sys.stdout.write(path.read_text())
+    else:
+        output = Path(args.output)
+        output.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, output)
+        print(f"npu verilog: wrote {output} (top module npu, {output.stat().st_size // 1024} KiB)",
+              file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="npu", description=DESCRIPTION,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -66,6 +89,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="the main job, on shipped data")
     _add_config(demo)
     demo.set_defaults(func=cmd_demo)
+    verilog = commands.add_parser("verilog", help="write the NPU as one Verilog file")
+    _add_config(verilog)
+    verilog.add_argument("-o", "--output", default="npu.v",
+                         help="output file, - for stdout (default: npu.v)")
+    verilog.set_defaults(func=cmd_verilog)
     return parser
 
 

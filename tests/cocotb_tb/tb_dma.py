@@ -5,7 +5,8 @@ readers behind the arbiter and one writer on one AXI4 port.
 DRAM is cocotbext-axi's AxiRamRead/AxiRamWrite on a shared 64 KiB bytearray (addresses wrap, so
 spans also use the high address bits), with two hooks: a read latency (cycles from an AR
 handshake to the burst's first beat, pipelined across bursts) and *bad beats* (bus words whose
-reads and writes fail, which cocotbext-axi answers with SLVERR and which are then not written).
+reads and writes fail: cocotbext-axi answers SLVERR, half of which a wrapper of its R and B
+channels turns into DECERR, and does not write them).
 A numpy copy of DRAM is the model. A monitor checks every AR and AW: INCR, full-width, aligned,
 at most 256 beats, inside one 4 KiB page; it also counts bursts outstanding and checks
 ``read*_bytes``/``written_bytes`` against the handshakes.
@@ -24,7 +25,7 @@ from dataclasses import dataclass
 import cocotb
 import numpy as np
 from cocotb.triggers import FallingEdge, ReadOnly, RisingEdge
-from cocotbext.axi import AxiBus, AxiRamRead, AxiRamWrite
+from cocotbext.axi import AxiBus, AxiRamRead, AxiRamWrite, AxiResp
 from tb_common import ClockedTB
 
 from rtl.dma_layouts import read_chunk_layout, span_layout
@@ -53,13 +54,26 @@ class Span:
     cycle: int = 0             # accepted in this cycle
 
 
+def answer_some_errors_decerr(tb: TB, channel, field: str):
+    """cocotbext-axi answers a failing access SLVERR; turn half of those into DECERR."""
+    send = channel.send
+
+    async def send_with_decerr(response):
+        if getattr(response, field) == AxiResp.SLVERR and tb.rng.random() < 0.5:
+            setattr(response, field, AxiResp.DECERR)
+        await send(response)
+
+    channel.send = send_with_decerr
+
+
 class DramRead(AxiRamRead):
-    """AxiRamRead with a read latency and failing (SLVERR) bad beats."""
+    """AxiRamRead with a read latency and failing (SLVERR or DECERR) bad beats."""
 
     def __init__(self, tb: TB, bus):
         self.tb = tb
         self.beats_left = 0
         super().__init__(bus, tb.dut.clk, tb.dut.rst, mem=tb.mem)
+        answer_some_errors_decerr(tb, self.r_channel, "rresp")
 
     async def _read(self, address, length):
         tb = self.tb
@@ -77,11 +91,12 @@ class DramRead(AxiRamRead):
 
 
 class DramWrite(AxiRamWrite):
-    """AxiRamWrite whose bad beats fail (SLVERR) and are not written."""
+    """AxiRamWrite whose bad beats fail (SLVERR or DECERR) and are not written."""
 
     def __init__(self, tb: TB, bus):
         self.tb = tb
         super().__init__(bus, tb.dut.clk, tb.dut.rst, mem=tb.mem)
+        answer_some_errors_decerr(tb, self.b_channel, "bresp")
 
     async def _write(self, address, data):
         address %= self.size
@@ -234,6 +249,8 @@ class TB(ClockedTB):
         self.cycle = 0
         self.flushing = False
         self.ar_accepted: deque[tuple[int, int]] = deque()
+        self.ar_addresses: list[int] = []
+        self.responses = [0] * 4     # R beats and B responses seen, by response code
         self.reads_outstanding = self.writes_outstanding = 0
         self.max_reads_outstanding = self.max_writes_outstanding = 0
         self.written_bytes = 0
@@ -255,8 +272,8 @@ class TB(ClockedTB):
         self.set_user_idle(user_idle)
         self.axi = {name: getattr(dut, f"m_axi_{name}") for name in (
             "arvalid", "arready", "araddr", "arlen", "arsize", "arburst", "rvalid", "rready",
-            "rlast", "awvalid", "awready", "awaddr", "awlen", "awsize", "awburst", "wvalid",
-            "wready", "wstrb", "bvalid", "bready")}
+            "rlast", "rresp", "awvalid", "awready", "awaddr", "awlen", "awsize", "awburst", "wvalid",
+            "wready", "wstrb", "bvalid", "bready", "bresp")}
 
     def set_pause(self, probability: float):
         for channel in self.channels:
@@ -309,10 +326,13 @@ class TB(ClockedTB):
             self.check_burst("AR", a["araddr"].value.to_unsigned(), length,
                              a["arsize"].value.to_unsigned(), a["arburst"].value.to_unsigned())
             self.ar_accepted.append((self.cycle, length + 1))
+            self.ar_addresses.append(a["araddr"].value.to_unsigned())
             self.reads_outstanding += 1
             self.max_reads_outstanding = max(self.max_reads_outstanding, self.reads_outstanding)
-        if a["rvalid"].value and a["rready"].value and a["rlast"].value:
-            self.reads_outstanding -= 1
+        if a["rvalid"].value and a["rready"].value:
+            self.responses[a["rresp"].value.to_unsigned()] += 1
+            if a["rlast"].value:
+                self.reads_outstanding -= 1
         if a["awvalid"].value and a["awready"].value:
             self.check_burst("AW", a["awaddr"].value.to_unsigned(), a["awlen"].value.to_unsigned(),
                              a["awsize"].value.to_unsigned(), a["awburst"].value.to_unsigned())
@@ -326,6 +346,7 @@ class TB(ClockedTB):
         self.written_bytes += written
         assert self.dut.written_bytes.value.to_unsigned() == written, "written_bytes"
         if a["bvalid"].value and a["bready"].value:
+            self.responses[a["bresp"].value.to_unsigned()] += 1
             self.writes_outstanding -= 1
 
     # Traffic ---------------------------------------------------------------------------------
@@ -503,7 +524,7 @@ async def boundary_spans_split_into_legal_bursts(dut):
 
 @cocotb.test()
 async def axi_errors_mark_chunks_and_done(dut):
-    """Beats answered SLVERR mark exactly the chunks that hold their bytes, and the spans
+    """Beats answered SLVERR or DECERR mark exactly the chunks that hold their bytes, and the spans
     still end with last; a written span with a failing beat reports error in its done and
     the other spans none."""
     tb = await _start(dut, pause=0.2, user_idle=0.2)
@@ -525,6 +546,7 @@ async def axi_errors_mark_chunks_and_done(dut):
     expected = [tb.expected_done(s) for s in writes]
     assert tb.writer.done == expected
     assert 0 < sum(expected) < len(writes), expected
+    assert tb.responses[AxiResp.SLVERR] and tb.responses[AxiResp.DECERR], tb.responses
 
 
 @cocotb.test()
@@ -541,6 +563,32 @@ async def arbiter_serves_two_readers_at_once(dut):
     first = [r.chunk_cycles for r in tb.readers]
     overlap = min(first[0][-1], first[1][-1]) - max(first[0][0], first[1][0])
     assert overlap > 0.5 * min(f[-1] - f[0] for f in first), "the readers did not overlap"
+
+
+@cocotb.test()
+async def arbiter_alternates_between_busy_readers(dut):
+    """Both readers always have a one-chunk span to send and DRAM answers after 4 cycles:
+    the arbiter grants them in turn (round robin), and together they get about one chunk per
+    cycle."""
+    tb = await _start(dut, latency=4, address_queue=64)
+    half = DRAM_SIZE // 2
+    B = tb.B
+    for index, reader in enumerate(tb.readers):
+        reader.pending.extend(Span(addr=index * half + int(tb.rng.integers(0, half // B)) * B,
+                                   length=B) for _ in range(150))
+    await tb.drain(cycles=3000)
+    for reader in tb.readers:
+        assert tb.check_reader(reader) == 150
+    clients = [address % DRAM_SIZE >= half for address in tb.ar_addresses]
+    assert len(clients) == 300
+    middle = clients[10:-10]
+    switches = sum(a != b for a, b in zip(middle, middle[1:], strict=False))
+    assert switches >= 0.95 * (len(middle) - 1), f"{switches} switches in {len(middle)} ARs"
+    cycles = max(r.chunk_cycles[-1] for r in tb.readers) - min(r.chunk_cycles[0]
+                                                               for r in tb.readers) + 1
+    rate = 300 / cycles
+    dut._log.info("throughput: two readers, one-chunk spans, latency 4: %.3g chunks/cycle", rate)
+    assert rate > 0.9
 
 
 @cocotb.test()

@@ -152,7 +152,8 @@ async def errors_are_reported_and_the_unit_restarts(dut):
         await tb.check(good.replace(cols=0, sram_addr=depth - 1), expect=illegal)
         await tb.check(tb.random_instruction())
         # past the end of the address space: found by the check
-        high = good.replace(dram_addr=(1 << 32) - dram_end(good.replace(dram_addr=0)) + 1)
+        wide = good.replace(elem_len=max(good.elem_len, 2))  # at least two bytes
+        high = wide.replace(dram_addr=(1 << 32) - dram_end(wide.replace(dram_addr=0)) + 1)
         await tb.check(high, expect=bus_error)
         await tb.check(tb.random_instruction())
         # ending exactly at the end of the address space: not for the check, DRAM ends first
