@@ -8,6 +8,9 @@ import pytest
 from golden.config import get_config
 from rtl.accumulator import Accumulator
 from rtl.compute_unit import ComputeUnit
+from rtl.fetch_unit import FetchUnit
+from rtl.load_unit import LoadUnit
+from rtl.store_unit import StoreUnit
 from rtl.control_registers import ControlRegisters
 from rtl.gelu_lane import GeluLane
 from rtl.layernorm_unit import LayernormUnit
@@ -33,6 +36,9 @@ BLOCKS = {
     "layernorm_unit": lambda: LayernormUnit(lanes=CONFIG.cols),
     "vector_unit": lambda: VectorUnit(CONFIG),
     "compute_unit": lambda: ComputeUnit(CONFIG),
+    "fetch_unit": lambda: FetchUnit(CONFIG),
+    "load_unit": lambda: LoadUnit(CONFIG),
+    "store_unit": lambda: StoreUnit(CONFIG),
     "control_registers": lambda: ControlRegisters(CONFIG),
 }
 
