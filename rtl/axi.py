@@ -1,8 +1,10 @@
 """AXI4 and AXI4-Lite bus signatures, and flat port names for the top level.
 
-Both signatures describe a bus as its master sees it (``Out`` = driven by the master); a slave
+Every signature describes a bus as its master sees it (``Out`` = driven by the master); a slave
 port is ``In(signature)``. Member names are the AXI signal names in lower case (``awvalid``,
-``rdata``, ...), the names cocotbext-axi looks for.
+``rdata``, ...), the names cocotbext-axi looks for. :class:`Axi4ReadSignature` and
+:class:`Axi4WriteSignature` are the two halves of :class:`Axi4Signature` (same names and
+widths), for masters that only read or only write.
 
 Amaranth names the members of a nested interface ``bus__awvalid``. A top level whose ports
 must be called ``m_axi_awvalid`` (the usual convention, and what FPGA tools and cocotbext-axi's

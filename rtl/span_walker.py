@@ -18,7 +18,9 @@ consecutive bytes (``rtl/dma_layouts.py``), so the instruction becomes one of tw
 products registered, then compared); :class:`SpanWalker` issues the plan's spans in order.
 """
 
-from amaranth import Cat, Module, Mux, Signal
+from dataclasses import dataclass
+
+from amaranth import Cat, Module, Mux, Signal, Value
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -49,6 +51,7 @@ def span_plan_layout(config: NpuConfig) -> data.StructLayout:
     })
 
 
+@dataclass(frozen=True)
 class TransferPlan:
     """What :func:`plan_transfer` returns; every member is valid two cycles after the
     instruction fields settle (one register stage for the products).
@@ -63,6 +66,15 @@ class TransferPlan:
     - ``accumulator``: the instruction's memory is the accumulator.
     """
 
+    error: Value
+    spans: Value
+    row_mode: Value
+    elem_bytes: Value
+    parts: Value
+    packed: Value
+    keep: Value
+    accumulator: Value
+
 
 def plan_transfer(m: Module, *, config: NpuConfig, ins, block_rows, row_bytes: int) -> TransferPlan:
     """Checks and span plan of the LOAD/STORE fields ``ins`` (a view of its format layout).
@@ -72,7 +84,6 @@ def plan_transfer(m: Module, *, config: NpuConfig, ins, block_rows, row_bytes: i
     """
     bus_bytes = config.axi_data_bytes
     log_bus = bus_bytes.bit_length() - 1
-    plan = TransferPlan()
 
     accumulator = ins.mem == Memory.ACCUMULATOR
     elem_bytes = Signal(11)
@@ -103,27 +114,24 @@ def plan_transfer(m: Module, *, config: NpuConfig, ins, block_rows, row_bytes: i
     out_of_range = ins.sram_addr + block > depth
     past_bus = dram_end > (1 << config.axi_addr_width)
 
-    plan.error = Signal(ErrorCode)
-    m.d.comb += plan.error.eq(Mux(illegal, ErrorCode.ILLEGAL_INSTRUCTION,
+    error = Signal(ErrorCode)
+    m.d.comb += error.eq(Mux(illegal, ErrorCode.ILLEGAL_INSTRUCTION,
                                   Mux(out_of_range, ErrorCode.SRAM_OUT_OF_RANGE,
                                       Mux(past_bus, ErrorCode.BUS_ERROR, ErrorCode.NONE))))
-    plan.spans = Signal(span_plan_layout(config))
+    spans = Signal(span_plan_layout(config))
     m.d.comb += [
-        plan.spans.addr.eq(ins.dram_addr),
-        plan.spans.row_stride.eq(ins.dram_row_stride),
-        plan.spans.span_stride.eq(ins.dram_elem_stride),
-        plan.spans.rows.eq(ins.rows),
-        plan.spans.per_row.eq(Mux(row_mode, 1, ins.cols)),
-        plan.spans.length.eq(Mux(row_mode, row_length, elem_bytes)),
+        spans.addr.eq(ins.dram_addr),
+        spans.row_stride.eq(ins.dram_row_stride),
+        spans.span_stride.eq(ins.dram_elem_stride),
+        spans.rows.eq(ins.rows),
+        spans.per_row.eq(Mux(row_mode, 1, ins.cols)),
+        spans.length.eq(Mux(row_mode, row_length, elem_bytes)),
     ]
-    plan.row_mode = row_mode
-    plan.elem_bytes = elem_bytes
-    plan.parts = Signal(range(row_bytes // bus_bytes + 2))
-    m.d.comb += plan.parts.eq((elem_bytes + (bus_bytes - 1)) >> log_bus)
-    plan.packed = row_mode & (elem_bytes < bus_bytes)
-    plan.keep = keep
-    plan.accumulator = accumulator
-    return plan
+    parts = Signal(range(row_bytes // bus_bytes + 2))
+    m.d.comb += parts.eq((elem_bytes + (bus_bytes - 1)) >> log_bus)
+    return TransferPlan(error=error, spans=spans, row_mode=row_mode, elem_bytes=elem_bytes,
+                        parts=parts, packed=row_mode & (elem_bytes < bus_bytes), keep=keep,
+                        accumulator=accumulator)
 
 
 class SpanWalker(wiring.Component):

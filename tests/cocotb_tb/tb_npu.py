@@ -38,11 +38,26 @@ def status_field(value: int, name: str) -> int:
     return (value & f.mask) >> f.lsb
 
 
+class Dram(AxiRam):
+    """cocotbext-axi's AxiRam, answering SLVERR for bytes past its end (where the golden
+    machine stops with BUS_ERROR) instead of wrapping around."""
+
+    async def _read(self, address, length):
+        if address + length > self.size:
+            raise OSError("read past the end of DRAM")  # cocotbext-axi answers SLVERR
+        return self.read(address, length)
+
+    async def _write(self, address, data):
+        if address + len(data) > self.size:
+            raise OSError("write past the end of DRAM")
+        self.write(address, data)
+
+
 class TB(ClockedTB):
     def __init__(self, dut, *, pause: float = 0.0):
         super().__init__(dut)
         self.host = AxiLiteMaster(AxiLiteBus.from_prefix(dut, "s_axil"), dut.clk, dut.rst)
-        self.dram = AxiRam(AxiBus.from_prefix(dut, "m_axi"), dut.clk, dut.rst, size=DRAM_SIZE)
+        self.dram = Dram(AxiBus.from_prefix(dut, "m_axi"), dut.clk, dut.rst, size=DRAM_SIZE)
         for interface in (self.host.write_if, self.host.read_if, self.dram.write_if,
                           self.dram.read_if):
             interface.log.setLevel(logging.WARNING)
@@ -248,6 +263,10 @@ async def every_error_stops_cleanly_and_the_npu_restarts(dut):
         ([ok_load, I(O.MATMUL, pop_prev=1, outer_count=1, inner_count=1), I(O.FINISH)],
          ErrorCode.DEADLOCK),
         ([ok_load], ErrorCode.MISSING_FINISH),
+        ([ok_load, I(O.LOAD, mem=SP, dram_addr=DRAM_SIZE - 2, rows=1, cols=1, elem_len=cfg.rows),
+          I(O.FINISH)], ErrorCode.BUS_ERROR),     # the AXI slave answers SLVERR
+        ([I(O.STORE, mem=Memory.ACCUMULATOR, dram_addr=DRAM_SIZE - 8, rows=1, cols=1,
+            elem_len=cfg.cols), I(O.FINISH)], ErrorCode.BUS_ERROR),
         ([I(O.LOAD, pop_prev=1, rows=1, cols=1, elem_len=1), I(O.FINISH)],
          ErrorCode.ILLEGAL_INSTRUCTION),
         ([I(O.STORE, push_next=1, rows=1, cols=1, elem_len=1), I(O.FINISH)],
