@@ -15,7 +15,7 @@ import logging
 import cocotb
 import numpy as np
 from cocotb.triggers import RisingEdge
-from cocotbext.axi import AxiBus, AxiLiteBus, AxiLiteMaster, AxiRam
+from cocotbext.axi import AxiBus, AxiLiteBus, AxiLiteMaster, AxiRamRead, AxiRamWrite
 from tb_common import ClockedTB
 
 from golden import quant
@@ -38,15 +38,17 @@ def status_field(value: int, name: str) -> int:
     return (value & f.mask) >> f.lsb
 
 
-class Dram(AxiRam):
-    """cocotbext-axi's AxiRam, answering SLVERR for bytes past its end (where the golden
-    machine stops with BUS_ERROR) instead of wrapping around."""
+class DramRead(AxiRamRead):
+    """cocotbext-axi's RAM, answering SLVERR for bytes past its end (where the golden machine
+    stops with BUS_ERROR) instead of wrapping around."""
 
     async def _read(self, address, length):
         if address + length > self.size:
             raise OSError("read past the end of DRAM")  # cocotbext-axi answers SLVERR
         return self.read(address, length)
 
+
+class DramWrite(AxiRamWrite):
     async def _write(self, address, data):
         if address + len(data) > self.size:
             raise OSError("write past the end of DRAM")
@@ -57,14 +59,14 @@ class TB(ClockedTB):
     def __init__(self, dut, *, pause: float = 0.0):
         super().__init__(dut)
         self.host = AxiLiteMaster(AxiLiteBus.from_prefix(dut, "s_axil"), dut.clk, dut.rst)
-        self.dram = Dram(AxiBus.from_prefix(dut, "m_axi"), dut.clk, dut.rst, size=DRAM_SIZE)
-        for interface in (self.host.write_if, self.host.read_if, self.dram.write_if,
-                          self.dram.read_if):
+        bus = AxiBus.from_prefix(dut, "m_axi")
+        self.dram = DramWrite(bus.write, dut.clk, dut.rst, size=DRAM_SIZE)
+        dram_read = DramRead(bus.read, dut.clk, dut.rst, size=DRAM_SIZE, mem=self.dram.mem)
+        for interface in (self.host.write_if, self.host.read_if, self.dram, dram_read):
             interface.log.setLevel(logging.WARNING)
         if pause:
-            channels = (self.dram.write_if.aw_channel, self.dram.write_if.w_channel,
-                        self.dram.write_if.b_channel, self.dram.read_if.ar_channel,
-                        self.dram.read_if.r_channel)
+            channels = (self.dram.aw_channel, self.dram.w_channel, self.dram.b_channel,
+                        dram_read.ar_channel, dram_read.r_channel)
             for channel in channels:
                 channel.set_pause_generator(self.pauses(pause))
         self.machine = Machine(self.config, dram_size=DRAM_SIZE)
