@@ -50,25 +50,29 @@ def _control_file(build_dir: Path, toplevel: str) -> Path:
 
 def run_cocotb(*, verilog: Path, toplevel: str, test_module: str, build_key: str,
                test_dir: Path, extra_env: dict[str, str] | None = None,
-               testcase: str | None = None, waves: bool = False) -> Path:
-    """Build (if needed) and run a cocotb test module against one Verilog file.
+               testcase: str | None = None, waves: bool = False,
+               simulator: str = "verilator") -> Path:
+    """Build (if needed) and run a cocotb test module against one Verilog file, under Verilator
+    (the default) or Icarus Verilog (``simulator="icarus"``: a second simulator catches
+    simulator-dependent RTL; much slower, for smoke tests).
 
     Returns the results XML path; raises AssertionError when any cocotb test failed.
     """
     from cocotb_tools.check_results import get_results
+    from cocotb_tools.runner import get_runner
 
-    apply_verilator_env()
-    build_dir = cache_dir() / "cocotb" / f"{toplevel}-{build_key}"
+    build_dir = cache_dir() / "cocotb" / f"{toplevel}-{simulator}-{build_key}"
     build_dir.mkdir(parents=True, exist_ok=True)
-    runner = _make_runner()
-    runner.build(
-        sources=[verilog],
-        hdl_toplevel=toplevel,
-        build_dir=build_dir,
-        build_args=["-Wno-fatal", *(f"-Wno-{w}" for w in VERILATOR_WARNINGS), "-O3",
-                    str(_control_file(build_dir, toplevel))],
-        waves=waves,
-    )
+    if simulator == "verilator":
+        apply_verilator_env()
+        runner = _make_runner()
+        build_args = ["-Wno-fatal", *(f"-Wno-{w}" for w in VERILATOR_WARNINGS), "-O3",
+                      str(_control_file(build_dir, toplevel))]
+    else:
+        runner = get_runner(simulator)
+        build_args = ["-g2012"]
+    runner.build(sources=[verilog], hdl_toplevel=toplevel, build_dir=build_dir,
+                 build_args=build_args, waves=waves, timescale=("1ns", "1ps"))
     env = {"PYTHONPATH": os.pathsep.join([str(test_dir), os.environ.get("PYTHONPATH", "")])}
     env.update(extra_env or {})
     results = runner.test(

@@ -19,14 +19,15 @@ NON_SQUARE = NpuConfig(name="4x8", rows=4, cols=8, scratchpad_depth=256, accumul
 BLOCK_CONFIGS = [get_config("tiny"), get_config("small"), NON_SQUARE]
 
 
-def run_block_tb(*, component, config: NpuConfig, name: str, tb_module: str, seed: int = 1):
+def run_block_tb(*, component, config: NpuConfig, name: str, tb_module: str, seed: int = 1,
+                 testcase: str | None = None, simulator: str = "verilator"):
     """Generate ``component(config)`` (cached), build it (cached) and run its testbench."""
     verilog = generate_verilog(lambda: component(config), name=name, key=(component.__name__, config))
     key = design_hash(name, component.__name__, config)
     seed = int(os.environ.get("NPU_SEED", seed))
     print(f"cocotb {tb_module} on {config.name}: seed {seed} (rerun with NPU_SEED={seed})")
     run_cocotb(verilog=verilog, toplevel=name, test_module=tb_module, build_key=key,
-               test_dir=TB_DIR,
+               test_dir=TB_DIR, testcase=testcase, simulator=simulator,
                extra_env={"NPU_CONFIG": json.dumps(dataclasses.asdict(config)),
                           "NPU_SEED": str(seed),
                           "PYTHONPATH": os.pathsep.join([str(TB_DIR), str(ROOT)])})
