@@ -8,3 +8,10 @@ from rtl.npu import Npu
 def test_npu_runs_programs_like_the_golden_machine(config):
     run_block_tb(component=Npu, config=config, name="npu", tb_module="tb_npu")
 
+
+
+def test_the_programs_also_run_under_icarus_verilog():
+    """A second simulator catches simulator-dependent RTL (X at time 0, races, zero-delay loops);
+    on `tiny` all of tb_npu takes a few seconds in Icarus."""
+    run_block_tb(component=Npu, config=BLOCK_CONFIGS[0], name="npu", tb_module="tb_npu",
+                 simulator="icarus")
