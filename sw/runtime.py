@@ -200,7 +200,8 @@ class Device(ABC):
         """Make the NPU idle again after a run that hit its cycle limit."""
 
     def close(self) -> None:
-        pass
+        """Release what the backend holds (the RTL model and its waveform file)."""
+        self._config = None
 
     def __enter__(self):
         return self
@@ -295,11 +296,11 @@ class Device(ABC):
                 f"device (the NPU was reset; DRAM is kept): raise cycle_limit, or look for a "
                 f"program that waits forever", code=None, index=None, stats=stats, program=name)
         status = self.read_register("STATUS")
+        index = self.read_register("ERROR_INDEX")
         stats = RunStats(self.config, self.read_counters())
-        self.write_register("CTRL", irq | _bit("CTRL", "CLEAR"))
+        self.write_register("CTRL", irq | _bit("CTRL", "CLEAR"))  # clears ERROR_INDEX too
         code = ErrorCode(_field(status, "STATUS", "ERROR"))
         if code != ErrorCode.NONE:
-            index = self.read_register("ERROR_INDEX")
             raise NpuError(f"{name} stopped with {code.name} at instruction {index} on the "
                            f"{self.backend} device{self._error_detail()}",
                            code=code, index=index, stats=stats, program=name)

@@ -277,6 +277,13 @@ async def every_error_stops_cleanly_and_the_npu_restarts(dut):
             param_addr=5, clip_lo=-128, clip_hi=127), I(O.FINISH)],
          ErrorCode.ILLEGAL_INSTRUCTION),   # the scale read from the accumulator is 0
     ]
+    # A STORE that faults after other instructions: the error index is the STORE's.
+    x = tb.rng.integers(-128, 128, (cfg.rows + 3, cfg.rows), dtype=np.int8)
+    tb.write(0x1000, x)
+    tb.write(0x2000, pack_weights(cfg, np.ones((cfg.rows, cfg.cols), np.int8)))
+    cases.append((compile_matmul(cfg, m=cfg.rows + 3, k=cfg.rows, n=cfg.cols, x_addr=0x1000,
+                                 w_addr=0x2000, y_addr=DRAM_SIZE - 4 * cfg.cols),
+                  ErrorCode.BUS_ERROR))
     await tb.host.write_dword(REG["WATCHDOG"], 2000)
     for program, code in cases:
         await tb.check(program, expect=code)
