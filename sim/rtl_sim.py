@@ -29,7 +29,7 @@ from .cocotb_runner import VERILATOR_WARNINGS
 from .toolchain import ToolchainError, cache_dir, verilator_env
 from .verilog import generate_verilog
 
-__all__ = ["RtlSimulator", "build_simulator", "AXI_RESP"]
+__all__ = ["RtlSimulator", "build_simulator", "simulator_library", "AXI_RESP"]
 
 HARNESS = Path(__file__).resolve().parent / "npu_harness.cpp"
 LIBRARY = "libnpusim.so"
@@ -51,17 +51,25 @@ def _build_key(verilog_text: str, config: NpuConfig, trace: bool) -> str:
     return digest.hexdigest()[:16]
 
 
-def build_simulator(config: NpuConfig, *, trace: bool = False, quiet: bool = False) -> Path:
-    """The shared library of the NPU in ``config`` (built now if it is not cached yet)."""
+def simulator_library(config: NpuConfig, *, trace: bool = False) -> Path:
+    """Where the shared library of the NPU in ``config`` is (or will be) cached."""
     from rtl.npu import Npu
 
     if not isinstance(config, NpuConfig):
         raise TypeError(f"Config must be an NpuConfig, not {config!r}")
     verilog = generate_verilog(lambda: Npu(config), name="npu", key=("Npu", config))
-    text = verilog.read_text()
     flavour = "trace" if trace else "fast"
-    build_dir = cache_dir() / "rtl_sim" / f"npu-{config.name}-{flavour}-{_build_key(text, config, trace)}"
-    library = build_dir / "obj" / LIBRARY
+    key = _build_key(verilog.read_text(), config, trace)
+    return cache_dir() / "rtl_sim" / f"npu-{config.name}-{flavour}-{key}" / "obj" / LIBRARY
+
+
+def build_simulator(config: NpuConfig, *, trace: bool = False, quiet: bool = False) -> Path:
+    """The shared library of the NPU in ``config`` (built now if it is not cached yet)."""
+    from rtl.npu import Npu
+
+    library = simulator_library(config, trace=trace)
+    build_dir = library.parent.parent
+    text = generate_verilog(lambda: Npu(config), name="npu", key=("Npu", config)).read_text()
     if library.exists():
         return library
     build_dir.mkdir(parents=True, exist_ok=True)

@@ -14,8 +14,7 @@ from golden import registers as regmap
 from golden.config import get_config
 from golden.isa import ErrorCode, Instruction, Memory, Opcode, encode
 from sw.matmul import compile_matmul, pack_weights
-from sw.runtime import (ConfigMismatchError, CycleLimitError, DramAllocator, NpuError, Program,
-                        open_device)
+from sw.runtime import ConfigMismatchError, CycleLimitError, DramAllocator, NpuError, Program, open_device
 
 I, O = Instruction, Opcode
 REG = {reg.name: reg.offset for reg in regmap.REGISTERS}
@@ -172,3 +171,18 @@ def test_dram_allocator_aligns_reuses_and_reports_exhaustion():
         allocator.free(0x1234)
     allocator.free(b)
     assert allocator.allocate(0x1000, alignment=0x1000) == 0x2000
+
+
+def test_a_traced_run_writes_an_fst_waveform(tmp_path):
+    """The traced build (FST) records the run; a longer run records more."""
+    sizes = []
+    for m in (1, 40):
+        path = tmp_path / f"run{m}.fst"
+        with open_device("rtl", "tiny", dram_size=1 << 16, trace=path, quiet=True) as device:
+            program, expected, y_addr = matmul_program(device, m=m, k=4, n=4)
+            device.run(program)
+            np.testing.assert_array_equal(device.read_tensor(y_addr, (m, 4), np.int32), expected)
+        data = path.read_bytes()
+        assert data[0] == 0, "an FST file starts with its header block (type 0)"
+        sizes.append(len(data))
+    assert 1000 < sizes[0] < sizes[1], sizes
