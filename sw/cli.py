@@ -16,6 +16,8 @@ commands:
   npu info [--config NAME] [--json]     configuration and derived figures
   npu demo [--config NAME]              the main job, on shipped data
   npu verilog [--config NAME] [-o FILE] one self-contained Verilog file, top module `npu`
+  npu bench sim [--config NAME] [--json FILE] [--fresh]
+                                        simulated cycles/s of the Verilator model, build time
 """
 
 
@@ -77,6 +79,20 @@ def cmd_verilog(args) -> int:
     return 0
 
 
+def cmd_bench(args) -> int:
+    from pathlib import Path
+
+    from sim.bench_sim import bench_sim
+
+    result = bench_sim(get_config(args.config), fresh=args.fresh)
+    if args.json:
+        output = Path(args.json)
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(json.dumps(result, indent=2) + "\n")
+        print(f"npu bench: wrote {output}", file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="npu", description=DESCRIPTION,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -94,6 +110,14 @@ def build_parser() -> argparse.ArgumentParser:
     verilog.add_argument("-o", "--output", default="npu.v",
                          help="output file, - for stdout (default: npu.v)")
     verilog.set_defaults(func=cmd_verilog)
+    bench = commands.add_parser("bench", help="benchmarks (sim: simulator speed)")
+    bench.add_argument("suite", choices=["sim"],
+                       help="sim: cycles/s of the Verilator model and its build time")
+    _add_config(bench)
+    bench.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    bench.add_argument("--fresh", action="store_true",
+                       help="delete the cached Verilator build first (time a cold build)")
+    bench.set_defaults(func=cmd_bench)
     return parser
 
 

@@ -186,3 +186,16 @@ def test_a_traced_run_writes_an_fst_waveform(tmp_path):
         assert data[0] == 0, "an FST file starts with its header block (type 0)"
         sizes.append(len(data))
     assert 1000 < sizes[0] < sizes[1], sizes
+
+
+def test_npu_bench_sim_writes_the_documented_json_keys(tmp_path):
+    import json
+
+    from sw.cli import main
+
+    path = tmp_path / "bench.json"
+    assert main(["bench", "sim", "--config", "tiny", "--json", str(path)]) == 0
+    result = json.loads(path.read_text())
+    assert result["config"] == "tiny"
+    assert result["cycles_per_second"] > 0 and result["build_seconds"] > 0
+    assert result["macs"] == 2048 * 16 * 16 and 0 < result["utilisation"] < 1
