@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 	@$(MAKE) --no-print-directory debs
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(BIN)/python -m pip install --quiet -e ".[dev,fpga]"
 	touch $(STAMP)
 
 debs:

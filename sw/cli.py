@@ -18,6 +18,8 @@ commands:
   npu verilog [--config NAME] [-o FILE] one self-contained Verilog file, top module `npu`
   npu bench sim [--config NAME] [--json FILE] [--fresh]
                                         simulated cycles/s of the Verilator model, build time
+  npu synth [--config NAME] [--target ecp5-85k|xc7a100t] [--json FILE]
+                                        FPGA resources, Fmax and fit (yowasp yosys/nextpnr)
 """
 
 
@@ -79,6 +81,24 @@ def cmd_verilog(args) -> int:
     return 0
 
 
+def cmd_synth(args) -> int:
+    from pathlib import Path
+
+    from sw.synth import SynthError, format_report, synthesize_npu
+
+    try:
+        report = synthesize_npu(get_config(args.config), target=args.target)
+    except SynthError as error:
+        raise UserError(str(error)) from None
+    print(format_report(report))
+    if args.json:
+        output = Path(args.json)
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(json.dumps(report.as_json(), indent=2) + "\n")
+        print(f"npu synth: wrote {output}", file=sys.stderr)
+    return 0
+
+
 def cmd_bench(args) -> int:
     from pathlib import Path
 
@@ -118,6 +138,15 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--fresh", action="store_true",
                        help="delete the cached Verilator build first (time a cold build)")
     bench.set_defaults(func=cmd_bench)
+    synth = commands.add_parser("synth", help="FPGA resources, Fmax and fit of the Verilog")
+    _add_config(synth)
+    from sw.synth import TARGETS
+
+    synth.add_argument("--target", default="ecp5-85k", choices=list(TARGETS),
+                       help="ecp5-85k: yosys + nextpnr out of context; xc7a100t: yosys only "
+                            "(default: ecp5-85k)")
+    synth.add_argument("--json", metavar="FILE", help="also write the report as JSON")
+    synth.set_defaults(func=cmd_synth)
     return parser
 
 
