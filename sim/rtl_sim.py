@@ -209,12 +209,12 @@ class RtlSimulator:
     def set_dram_timing(self, *, read_latency: int = 16, write_latency: int = 8,
                         bytes_per_cycle: int | None = None, max_outstanding: int = 16) -> None:
         bytes_per_cycle = self.config.axi_data_bytes if bytes_per_cycle is None else bytes_per_cycle
-        for name, value in (("Read latency", read_latency), ("Write latency", write_latency),
-                            ("Bytes per cycle", bytes_per_cycle),
-                            ("Max outstanding", max_outstanding)):
-            if not isinstance(value, int) or value < (0 if "latency" in name else 1):
-                raise ValueError(f"{name} must be a {'non-negative' if 'latency' in name else 'positive'}"
-                                 f" integer, not {value!r}")
+        for name, value, minimum in (("Read latency", read_latency, 0),
+                                     ("Write latency", write_latency, 0),
+                                     ("Bytes per cycle", bytes_per_cycle, 1),
+                                     ("Max outstanding", max_outstanding, 1)):
+            if not isinstance(value, int) or value < minimum:
+                raise ValueError(f"{name} must be an integer of at least {minimum}, not {value!r}")
         self._lib.npu_sim_set_dram_timing(self._handle, read_latency, write_latency,
                                           bytes_per_cycle, max_outstanding)
 

@@ -39,7 +39,9 @@ __all__ = ["Program", "RunStats", "NpuError", "CycleLimitError", "ConfigMismatch
 BACKENDS = ("golden", "rtl")
 DEFAULT_CYCLE_LIMIT = 50_000_000
 _REG = {reg.name: reg for reg in regmap.REGISTERS}
-_CONFIG_ATTRIBUTES = {name: attribute for name, attribute, _ in regmap._CONFIG_REGISTERS}
+#: Registers whose reset value is a configuration attribute (ROWS: rows, ..., WATCHDOG).
+_CONFIG_ATTRIBUTES = {reg.name: reg.reset for reg in regmap.REGISTERS
+                      if isinstance(reg.reset, str) and reg.reset != "config_hash"}
 
 
 def _bit(register: str, field: str) -> int:
@@ -240,7 +242,6 @@ class Device(ABC):
             raise RuntimeError(f"The NPU's register map is version {major}, this driver knows "
                                f"version {regmap.VERSION_MAJOR}: update the project")
         values = {attribute: self.read_register(name) for name, attribute in _CONFIG_ATTRIBUTES.items()}
-        values["watchdog_cycles"] = self.read_register("WATCHDOG")
         self.config_hash = self.read_register("CONFIG_HASH")
         return self._expected_config(values)
 
