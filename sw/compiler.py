@@ -1,0 +1,629 @@
+"""Lowering of a :class:`sw.graph.Network` to NPU programs, one program per layer.
+
+Every layer is cut into *steps* (an output tile for one group of output channels). A step is
+loads (load unit), compute (compute unit) and stores (store unit); :func:`pipeline` chains the
+steps with dependency tokens so that the loads of step s + 1 and the store of step s - 1 run
+while step s computes. Every on-chip buffer a step uses comes in two copies, picked by the step's
+parity, so the units never wait for each other except when one is simply slower.
+
+Convolution (DESIGN section 2, docs/isa.md): no host im2col. For an output tile, the input tile
+(with its halo) is loaded once per channel chunk of ``rows`` channels by a padded, strided LOAD
+(the padding value is the input zero point, so the folded bias stays exact at the borders). Then
+each kernel tap and channel chunk is one MATMUL that walks the tile's output pixels with the
+convolution stride, accumulating on top of the bias, and one VECTOR REQUANT turns the int32 sums
+into the output codes with the fused ReLU clip. Grouped and depthwise convolutions use the same
+path: their weights are expanded to a dense block-diagonal kernel and weight tiles that are zero
+by construction are skipped, so a depthwise layer runs one diagonal weight tile per channel chunk.
+A dense layer is a 1x1 convolution over the rows of its input; average pooling is a depthwise
+convolution with a kernel of ones.
+
+The compiled model lays out its DRAM image (constants, activations, programs) from offset 0;
+:meth:`CompiledModel.load` places it at the address the device allocates and relocates the
+programs' DRAM addresses.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from golden import quant
+from golden.config import NpuConfig
+from golden.isa import Instruction, Memory, Opcode, RequantMode, VectorFunct, encode_program
+from golden.machine import parameter_rows
+
+from .graph import Add, Conv, Layer, MaxPool, Network, Tensor
+
+__all__ = ["REQUANT_MODES", "CompileError", "Step", "pipeline", "DramImage", "CompiledLayer",
+           "CompiledModel", "compile_network", "layer_bounds"]
+
+REQUANT_MODES = ("fp32", "fixed")
+MAX_COUNT = 1023          # 10-bit counts (LOAD rows/cols, walk counts)
+MAX_PAD = 15              # 4-bit LOAD padding
+ALIGNMENT = 64
+
+
+class CompileError(ValueError):
+    """A layer the compiler cannot map onto this configuration (says which and why)."""
+
+
+def _ceil_div(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+# Pipelining -------------------------------------------------------------------------------------
+
+@dataclass
+class Step:
+    loads: list[Instruction] = field(default_factory=list)
+    computes: list[Instruction] = field(default_factory=list)
+    stores: list[Instruction] = field(default_factory=list)
+
+
+def _flag(instructions: list[Instruction], index: int, **flags: int):
+    instructions[index] = instructions[index].replace(
+        **{name: getattr(instructions[index], name) | value for name, value in flags.items()})
+
+
+def pipeline(steps: list[Step]) -> list[Instruction]:
+    """The steps as one program with double-buffering tokens, ending with FINISH.
+
+    Every step has loads and computes; a step with stores is an *output step* (the last
+    compute instruction of an output step writes the buffer its stores read). Buffers of step
+    u are reused by step u + 2, output buffers of output step v by output step v + 2. Tokens:
+
+    - the loads of step u wait for compute to finish step u - 2 and tell compute when done;
+    - compute of step u waits for its loads; when done it tells the load unit (if step u + 2
+      exists); the last compute of output step v first waits for the store of output step
+      v - 2, and tells the store unit when done;
+    - the stores of output step v wait for compute and tell it (if v + 2 exists) when done.
+
+    Program order is L0 L1 C0 S0 L2 C1 S1 ...: the loads of the next step are queued before
+    this step computes.
+    """
+    count = len(steps)
+    outputs = sum(1 for step in steps if step.stores)
+    v = 0
+    for u, step in enumerate(steps):
+        if not (step.loads and step.computes):
+            raise AssertionError("every step needs a load and a compute instruction")
+        _flag(step.loads, 0, pop_next=int(u >= 2))
+        _flag(step.loads, -1, push_next=1)
+        _flag(step.computes, 0, pop_prev=1)
+        _flag(step.computes, -1, push_prev=int(u + 2 < count))
+        if step.stores:
+            _flag(step.computes, -1, pop_next=int(v >= 2), push_next=1)
+            _flag(step.stores, 0, pop_prev=1)
+            _flag(step.stores, -1, push_prev=int(v + 2 < outputs))
+            v += 1
+    program: list[Instruction] = []
+    for u in range(count):
+        if u == 0:
+            program += steps[0].loads
+        if u + 1 < count:
+            program += steps[u + 1].loads
+        program += steps[u].computes + steps[u].stores
+    program.append(Instruction(Opcode.FINISH))
+    return program
+
+
+def _load_contiguous_rows(*, mem: Memory, sram_addr: int, dram_addr: int, rows: int,
+                          row_bytes: int, elem_len: int) -> list[Instruction]:
+    """LOADs of ``rows`` consecutive SRAM rows from consecutive DRAM rows of ``row_bytes``."""
+    loads = []
+    for first in range(0, rows, MAX_COUNT):
+        count = min(MAX_COUNT, rows - first)
+        loads.append(Instruction(Opcode.LOAD, mem=mem, sram_addr=sram_addr + first,
+                                 dram_addr=dram_addr + first * row_bytes, rows=1, cols=count,
+                                 elem_len=elem_len, dram_elem_stride=row_bytes))
+    return loads
+
+
+# DRAM image -------------------------------------------------------------------------------------
+
+class DramImage:
+    """Constants and regions laid out from offset 0 (relocated when loaded)."""
+
+    def __init__(self):
+        self.size = 0
+        self.segments: list[tuple[int, bytes]] = []
+
+    def region(self, size: int) -> int:
+        offset = _ceil_div(self.size, ALIGNMENT) * ALIGNMENT
+        self.size = offset + max(1, size)
+        return offset
+
+    def constant(self, data: np.ndarray | bytes) -> int:
+        data = data if isinstance(data, bytes) else np.ascontiguousarray(data).tobytes()
+        offset = self.region(len(data))
+        self.segments.append((offset, data))
+        return offset
+
+
+# Per-layer lowering -----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class _TileGeometry:
+    """Where an output tile's input window lies and how it is padded."""
+
+    first: int    # first valid input index
+    count: int    # valid input positions
+    pad_before: int
+    pad_after: int
+
+    @property
+    def padded(self) -> int:
+        return self.pad_before + self.count + self.pad_after
+
+
+def _window(out_first: int, out_count: int, *, stride: int, kernel: int, pad: int,
+            size: int) -> _TileGeometry:
+    start = out_first * stride - pad
+    end = (out_first + out_count - 1) * stride - pad + kernel
+    first, last = max(0, start), min(size, end)
+    return _TileGeometry(first=first, count=last - first, pad_before=first - start,
+                         pad_after=end - last)
+
+
+def _balanced(total: int, maximum: int) -> int:
+    return _ceil_div(total, _ceil_div(total, maximum))
+
+
+def _spans(total: int, size: int) -> list[tuple[int, int]]:
+    return [(first, min(size, total - first)) for first in range(0, total, size)]
+
+
+class _Lowering:
+    def __init__(self, config: NpuConfig, image: DramImage, addresses: dict[int, int], mode: str):
+        self.config = config
+        self.image = image
+        self.addresses = addresses
+        self.mode = mode
+
+    def address(self, tensor: Tensor) -> int:
+        return self.addresses[id(tensor)]
+
+    # Convolution ------------------------------------------------------------------------------
+    def conv(self, layer: Conv) -> list[Step]:
+        cfg = self.config
+        r, c = cfg.rows, cfg.cols
+        if c > r:
+            raise CompileError(f"{layer.name}: the compiler needs cols <= rows, not "
+                               f"{cfg.rows}x{cfg.cols}")
+        n, h, w, cin = layer.input.shape
+        _, oh, ow, cout = layer.output.shape
+        kh, kw = layer.kernel
+        (sh, sw), (pt, pl, pb, pr) = layer.stride, layer.pads
+        if (kh, kw, sh, sw, pt, pl, pb, pr) == (1, 1, 1, 1, 0, 0, 0, 0):
+            n, h, w, oh, ow = 1, 1, n * h * w, 1, n * h * w  # pixelwise: one long row
+        if max(layer.pads) > MAX_PAD:
+            raise CompileError(f"{layer.name}: padding above {MAX_PAD} is not supported, "
+                               f"not {layer.pads}")
+
+        # Weights: dense block-diagonal (O, I, KH, KW); per n-tile, the k-chunks it needs.
+        groups = layer.groups
+        per_group_in, per_group_out = cin // groups, cout // groups
+        dense = np.zeros((cout, cin, kh, kw), np.int8)
+        for g in range(groups):
+            dense[g * per_group_out:(g + 1) * per_group_out,
+                  g * per_group_in:(g + 1) * per_group_in] = \
+                layer.weights[g * per_group_out:(g + 1) * per_group_out]
+        k_chunks, n_tiles = _ceil_div(cin, r), _ceil_div(cout, c)
+        taps = [(ky, kx) for ky in range(kh) for kx in range(kw)]
+        needed = []
+        for j in range(n_tiles):
+            out_groups = {o // per_group_out for o in range(j * c, min(cout, (j + 1) * c))}
+            needed.append([k for k in range(k_chunks) if out_groups & {
+                i // per_group_in for i in range(k * r, min(cin, (k + 1) * r))}])
+        param_rows = 3 if self.mode == "fixed" else 2  # bias row, then the scale section(s)
+
+        # Plan: chunks per K-part, weights resident or streamed, the largest output tile.
+        total_weight_rows = sum(len(ks) for ks in needed) * len(taps) * c
+        resident = total_weight_rows <= cfg.scratchpad_depth // 2
+        most_chunks = max(len(ks) for ks in needed)
+
+        def fits(part: int, th: int, tw: int) -> bool:
+            parts = _ceil_div(most_chunks, part)
+            weights = total_weight_rows if resident else 2 * part * len(taps) * c
+            x_chunks = k_chunks if parts == 1 else part
+            hp, wp = (th - 1) * sh + kh, (tw - 1) * sw + kw
+            scratch = weights + 2 * x_chunks * hp * wp + 2 * th * tw
+            acc = 2 * th * tw + 2 * param_rows
+            return scratch <= cfg.scratchpad_depth and acc <= cfg.accumulator_depth
+
+        def largest_tile(part: int) -> tuple[int, int] | None:
+            tw = min(ow, MAX_COUNT)
+            while tw > 1 and not fits(part, 1, tw):
+                tw = _ceil_div(tw, 2)
+            if not fits(part, 1, tw):
+                return None
+            tw = _balanced(ow, tw)
+            th = 1
+            while th < min(oh, MAX_COUNT) and fits(part, th + 1, tw):
+                th += 1
+            return _balanced(oh, th), tw
+
+        plan = None
+        for part in sorted({_ceil_div(most_chunks, p) for p in range(1, most_chunks + 1)},
+                           reverse=True):
+            tile = largest_tile(part)
+            if tile and (plan is None or tile[0] * tile[1] >= min(oh * ow, 4 * c)):
+                plan = (part, *tile)
+                if tile[0] * tile[1] >= min(oh * ow, 4 * c):
+                    break
+            if resident:
+                break
+        if plan is None:
+            raise CompileError(
+                f"{layer.name}: even a one-pixel tile does not fit the {cfg.name} SRAMs "
+                f"({cin} input channels, {kh}x{kw} kernel); use a larger configuration")
+        part, th, tw = plan
+        k_parts = [[ks[i:i + part] for i in range(0, len(ks), part)] for ks in needed]
+        reload_input = max(len(parts) for parts in k_parts) > 1
+
+        # Constants: weight tiles per (n-tile, K-part); bias and parameters per n-tile.
+        weight_blocks = {}
+        for j in range(n_tiles):
+            for p, ks in enumerate(k_parts[j]):
+                tiles = [(tap, k) for k in ks for tap in taps]
+                packed = np.zeros((len(tiles), c, r), np.int8)
+                for t, ((ky, kx), k) in enumerate(tiles):
+                    block = dense[j * c:(j + 1) * c, k * r:(k + 1) * r, ky, kx]
+                    packed[t, :block.shape[0], :block.shape[1]] = block
+                weight_blocks[j, p] = (tiles, self.image.constant(packed), len(tiles) * c)
+        bias = quant.fold_zero_point(layer.bias, layer.weights, layer.input.quant.stored_zero_point)
+        param_offsets = []
+        for j in range(n_tiles):
+            channels = slice(j * c, min(cout, (j + 1) * c))
+            if self.mode == "fp32":
+                params = parameter_rows(cfg, bias[channels], layer.scale[channels])
+            else:
+                pairs = [quant.quantize_multiplier(float(m)) for m in layer.real_multiplier[channels]]
+                params = parameter_rows(cfg, bias[channels],
+                                        np.array([p[0] for p in pairs], np.int32),
+                                        np.array([p[1] for p in pairs], np.int32))
+            param_offsets.append(self.image.constant(params.astype(np.int32)))
+
+        # On-chip layout (two of each buffer).
+        hp_max, wp_max = (th - 1) * sh + kh, (tw - 1) * sw + kw
+        weight_region = total_weight_rows if resident else 2 * part * len(taps) * c
+        x_size = (part if reload_input else k_chunks) * hp_max * wp_max
+        x_buffers = (weight_region, weight_region + x_size)
+        out_buffers = (weight_region + 2 * x_size, weight_region + 2 * x_size + th * tw)
+        acc_buffers = (0, th * tw)
+        param_buffers = (2 * th * tw, 2 * th * tw + param_rows)
+        resident_rows = {}
+        if resident:
+            row = 0
+            for key, (_, _, rows_) in weight_blocks.items():
+                resident_rows[key] = row
+                row += rows_
+
+        x_addr, y_addr = self.address(layer.input), self.address(layer.output)
+        x_zp = layer.input.quant.stored_zero_point
+        steps: list[Step] = []
+        outputs = tiles_done = 0
+        for image_index in range(n):
+            for oy0, rows in _spans(oh, th):
+                ygeo = _window(oy0, rows, stride=sh, kernel=kh, pad=pt, size=h)
+                for ox0, cols in _spans(ow, tw):
+                    xgeo = _window(ox0, cols, stride=sw, kernel=kw, pad=pl, size=w)
+                    chunk_rows = ygeo.padded * xgeo.padded
+
+                    def input_loads(x_buf: int, chunks: list[int]) -> list[Instruction]:
+                        return [Instruction(
+                            Opcode.LOAD, mem=Memory.SCRATCHPAD, sram_addr=x_buf + i * chunk_rows,
+                            dram_addr=x_addr + ((image_index * h + ygeo.first) * w
+                                                + xgeo.first) * cin + k * r,
+                            rows=ygeo.count, cols=xgeo.count, elem_len=min(r, cin - k * r),
+                            dram_row_stride=w * cin, dram_elem_stride=cin,
+                            pad_top=ygeo.pad_before, pad_bottom=ygeo.pad_after,
+                            pad_left=xgeo.pad_before, pad_right=xgeo.pad_after,
+                            pad_value=x_zp) for i, k in enumerate(chunks)]
+
+                    tile_x_buf = x_buffers[tiles_done % 2]
+                    for j in range(n_tiles):
+                        acc_buf, prm = acc_buffers[outputs % 2], param_buffers[outputs % 2]
+                        for p, ks in enumerate(k_parts[j]):
+                            u = len(steps)
+                            step = Step()
+                            if resident and u == 0:
+                                for key, (_, offset, count) in weight_blocks.items():
+                                    step.loads += _load_contiguous_rows(
+                                        mem=Memory.SCRATCHPAD, sram_addr=resident_rows[key],
+                                        dram_addr=offset, rows=count, row_bytes=r, elem_len=r)
+                            if reload_input:
+                                x_buf = x_buffers[u % 2]
+                                step.loads += input_loads(x_buf, ks)
+                                chunk_slot = {k: i for i, k in enumerate(ks)}
+                            else:
+                                x_buf = tile_x_buf
+                                if j == 0:
+                                    step.loads += input_loads(x_buf, list(range(k_chunks)))
+                                chunk_slot = {k: k for k in range(k_chunks)}
+                            tiles, offset, count = weight_blocks[j, p]
+                            if resident:
+                                w_base = resident_rows[j, p]
+                            else:
+                                w_base = (u % 2) * part * len(taps) * c
+                                step.loads += _load_contiguous_rows(
+                                    mem=Memory.SCRATCHPAD, sram_addr=w_base, dram_addr=offset,
+                                    rows=count, row_bytes=r, elem_len=r)
+                            if p == 0:
+                                step.loads.append(Instruction(  # the bias row into every output row
+                                    Opcode.LOAD, mem=Memory.ACCUMULATOR, sram_addr=acc_buf,
+                                    dram_addr=param_offsets[j], rows=rows, cols=cols, elem_len=c))
+                                step.loads.append(Instruction(
+                                    Opcode.LOAD, mem=Memory.ACCUMULATOR, sram_addr=prm,
+                                    dram_addr=param_offsets[j] + 4 * c, rows=1,
+                                    cols=param_rows - 1, elem_len=c, dram_elem_stride=4 * c))
+                            for t, ((ky, kx), k) in enumerate(tiles):
+                                step.computes.append(Instruction(
+                                    Opcode.MATMUL, accumulate=1, load_weights=1,
+                                    weight_addr=w_base + t * c, outer_count=rows,
+                                    inner_count=cols,
+                                    input_addr=x_buf + chunk_slot[k] * chunk_rows
+                                    + ky * xgeo.padded + kx,
+                                    input_outer_stride=sh * xgeo.padded, input_inner_stride=sw,
+                                    acc_addr=acc_buf, acc_outer_stride=cols, acc_inner_stride=1))
+                            if p == len(k_parts[j]) - 1:
+                                out_buf = out_buffers[outputs % 2]
+                                channels = min(c, cout - j * c)
+                                step.computes.append(self._requant(
+                                    acc_buf=acc_buf, out_buf=out_buf, rows=rows, cols=cols,
+                                    channels=channels, param_addr=prm, output=layer.output,
+                                    clip=layer.clip))
+                                step.stores.append(Instruction(
+                                    Opcode.STORE, mem=Memory.SCRATCHPAD, sram_addr=out_buf,
+                                    dram_addr=y_addr + ((image_index * oh + oy0) * ow + ox0) * cout
+                                    + j * c, rows=rows, cols=cols, elem_len=channels,
+                                    dram_row_stride=ow * cout, dram_elem_stride=cout))
+                            steps.append(step)
+                        outputs += 1
+                    tiles_done += 1
+        return steps
+
+    def _requant(self, *, acc_buf, out_buf, rows, cols, channels, param_addr, output, clip):
+        mode = RequantMode.FP32 if self.mode == "fp32" else RequantMode.FIXED
+        return Instruction(
+            Opcode.VECTOR, funct=VectorFunct.REQUANT, mode=mode, outer_count=rows,
+            inner_count=cols, a_addr=acc_buf, a_outer_stride=cols, a_inner_stride=1,
+            out_addr=out_buf, out_outer_stride=cols, out_inner_stride=1, length=channels,
+            param_addr=param_addr, out_zp=output.quant.stored_zero_point,
+            clip_lo=clip[0], clip_hi=clip[1])
+
+    # Max pooling -------------------------------------------------------------------------------
+    def max_pool(self, layer: MaxPool) -> list[Step]:
+        cfg = self.config
+        r = cfg.rows
+        n, h, w, channels = layer.input.shape
+        _, oh, ow, _ = layer.output.shape
+        (kh, kw), (sh, sw), (pt, pl, _, _) = layer.kernel, layer.stride, layer.pads
+        if max(layer.pads) > MAX_PAD:
+            raise CompileError(f"{layer.name}: padding above {MAX_PAD} is not supported")
+
+        def fits(th: int, tw: int) -> bool:
+            return 2 * ((th - 1) * sh + kh) * ((tw - 1) * sw + kw) + 2 * th * tw \
+                <= cfg.scratchpad_depth
+
+        tw = min(ow, MAX_COUNT)
+        while tw > 1 and not fits(1, tw):
+            tw = _ceil_div(tw, 2)
+        tw = _balanced(ow, tw)
+        th = 1
+        while th < min(oh, MAX_COUNT) and fits(th + 1, tw):
+            th += 1
+        th = _balanced(oh, th)
+        x_size = ((th - 1) * sh + kh) * ((tw - 1) * sw + kw)
+        x_buffers, out_buffers = (0, x_size), (2 * x_size, 2 * x_size + th * tw)
+        x_addr, y_addr = self.address(layer.input), self.address(layer.output)
+        taps = [(ky, kx) for ky in range(kh) for kx in range(kw)]
+        steps = []
+        for image_index in range(n):
+            for oy0, rows in _spans(oh, th):
+                ygeo = _window(oy0, rows, stride=sh, kernel=kh, pad=pt, size=h)
+                for ox0, cols in _spans(ow, tw):
+                    xgeo = _window(ox0, cols, stride=sw, kernel=kw, pad=pl, size=w)
+                    for c0, lanes in _spans(channels, r):
+                        s = len(steps)
+                        x_buf, out_buf = x_buffers[s % 2], out_buffers[s % 2]
+                        step = Step(loads=[Instruction(
+                            Opcode.LOAD, mem=Memory.SCRATCHPAD, sram_addr=x_buf,
+                            dram_addr=x_addr + ((image_index * h + ygeo.first) * w
+                                                + xgeo.first) * channels + c0,
+                            rows=ygeo.count, cols=xgeo.count, elem_len=lanes,
+                            dram_row_stride=w * channels, dram_elem_stride=channels,
+                            pad_top=ygeo.pad_before, pad_bottom=ygeo.pad_after,
+                            pad_left=xgeo.pad_before, pad_right=xgeo.pad_after,
+                            pad_value=quant.INT8_MIN)])
+
+                        def tap_addr(tap):
+                            return x_buf + tap[0] * xgeo.padded + tap[1]
+
+                        walk = dict(outer_count=rows, inner_count=cols, length=lanes,
+                                    out_addr=out_buf, out_outer_stride=cols, out_inner_stride=1,
+                                    a_outer_stride=sh * xgeo.padded, a_inner_stride=sw,
+                                    b_outer_stride=sh * xgeo.padded, b_inner_stride=sw,
+                                    clip_lo=quant.INT8_MIN, clip_hi=quant.INT8_MAX)
+                        second = taps[1] if len(taps) > 1 else taps[0]
+                        step.computes.append(Instruction(
+                            Opcode.VECTOR, funct=VectorFunct.MAX, a_addr=tap_addr(taps[0]),
+                            b_addr=tap_addr(second), **walk))
+                        for tap in taps[2:]:  # out = max(out, tap)
+                            step.computes.append(Instruction(
+                                Opcode.VECTOR, funct=VectorFunct.MAX, **{
+                                    **walk, "a_addr": out_buf, "a_outer_stride": cols,
+                                    "a_inner_stride": 1, "b_addr": tap_addr(tap)}))
+                        step.stores.append(Instruction(
+                            Opcode.STORE, mem=Memory.SCRATCHPAD, sram_addr=out_buf,
+                            dram_addr=y_addr + ((image_index * oh + oy0) * ow + ox0) * channels + c0,
+                            rows=rows, cols=cols, elem_len=lanes,
+                            dram_row_stride=ow * channels, dram_elem_stride=channels))
+                        steps.append(step)
+        return steps
+
+    # Elementwise add ----------------------------------------------------------------------------
+    def add(self, layer: Add) -> list[Step]:
+        cfg = self.config
+        r = cfg.rows
+        if layer.a.shape != layer.b.shape or layer.a.shape != layer.output.shape:
+            raise CompileError(f"{layer.name}: Add needs operands of the same shape (no "
+                               f"broadcasting), not {layer.a.onnx_shape} and {layer.b.onnx_shape}")
+        qa, qb, qc = layer.a.quant, layer.b.quant, layer.output.quant
+        if self.mode == "fp32":
+            sa, sb, f = quant.add_fp32_params(
+                a_scale=qa.scale, a_zero_point=qa.zero_point, b_scale=qb.scale,
+                b_zero_point=qb.zero_point, c_scale=qc.scale, c_zero_point=qc.zero_point)
+            words = np.array([sa, sb, f], np.float32)
+            flags = dict(mode=RequantMode.FP32, a_unsigned=int(qa.unsigned),
+                         b_unsigned=int(qb.unsigned), out_unsigned=int(qc.unsigned))
+        else:
+            p = quant.add_fixed_params(a_scale=qa.scale, b_scale=qb.scale, c_scale=qc.scale)
+            words = np.array([qa.stored_zero_point, qb.stored_zero_point, p["left_shift"],
+                              p["a_multiplier"], p["a_shift"], p["b_multiplier"], p["b_shift"],
+                              p["out_multiplier"], p["out_shift"]], np.int32)
+            flags = dict(mode=RequantMode.FIXED, out_zp=qc.stored_zero_point)
+        params = parameter_rows(cfg, words)
+        params_offset = self.image.constant(params.astype(np.int32))
+        elements = layer.output.size
+        total_rows = _ceil_div(elements, r)
+        tile = _balanced(total_rows, min(MAX_COUNT, cfg.scratchpad_depth // 6))
+        a_addr, b_addr, y_addr = (self.address(t) for t in (layer.a, layer.b, layer.output))
+        steps = []
+        for first, rows in _spans(total_rows, tile):
+            s = len(steps)
+            base = (s % 2) * 3 * tile
+            a_buf, b_buf, out_buf = base, base + tile, base + 2 * tile
+            step = Step()
+            if s == 0:
+                step.loads.append(Instruction(
+                    Opcode.LOAD, mem=Memory.ACCUMULATOR, sram_addr=0, dram_addr=params_offset,
+                    rows=1, cols=params.shape[0], elem_len=cfg.cols,
+                    dram_elem_stride=4 * cfg.cols))
+            full = min(rows, (elements - first * r) // r)
+            partial = elements - (first + full) * r if full < rows else 0
+            for buf, addr in ((a_buf, a_addr), (b_buf, b_addr)):
+                if full:
+                    step.loads += _load_contiguous_rows(
+                        mem=Memory.SCRATCHPAD, sram_addr=buf, dram_addr=addr + first * r,
+                        rows=full, row_bytes=r, elem_len=r)
+                if partial:
+                    step.loads.append(Instruction(
+                        Opcode.LOAD, mem=Memory.SCRATCHPAD, sram_addr=buf + full,
+                        dram_addr=addr + (first + full) * r, rows=1, cols=1, elem_len=partial))
+            step.computes.append(Instruction(
+                Opcode.VECTOR, funct=VectorFunct.ADD, outer_count=1, inner_count=rows,
+                a_addr=a_buf, a_inner_stride=1, b_addr=b_buf, b_inner_stride=1,
+                out_addr=out_buf, out_inner_stride=1, length=r, param_addr=0,
+                clip_lo=layer.clip[0], clip_hi=layer.clip[1], **flags))
+            if full:
+                step.stores.append(Instruction(
+                    Opcode.STORE, mem=Memory.SCRATCHPAD, sram_addr=out_buf,
+                    dram_addr=y_addr + first * r, rows=1, cols=full, elem_len=r,
+                    dram_elem_stride=r))
+            if partial:
+                step.stores.append(Instruction(
+                    Opcode.STORE, mem=Memory.SCRATCHPAD, sram_addr=out_buf + full,
+                    dram_addr=y_addr + (first + full) * r, rows=1, cols=1, elem_len=partial))
+            steps.append(step)
+        return steps
+
+    def lower(self, layer: Layer) -> list[Instruction]:
+        if isinstance(layer, Conv):
+            steps = self.conv(layer)
+        elif isinstance(layer, MaxPool):
+            steps = self.max_pool(layer)
+        elif isinstance(layer, Add):
+            steps = self.add(layer)
+        else:
+            raise CompileError(f"No lowering for layer {layer!r}")
+        return pipeline(steps)
+
+
+# Bounds (DESIGN section 6) ----------------------------------------------------------------------
+
+def layer_bounds(config: NpuConfig, layer: Layer) -> dict[str, int]:
+    """Compute floor, bandwidth floor and (for convolutions) SCALE-Sim's naive
+    weight-stationary cycles; ``bound_cycles`` is the larger of the two floors."""
+    r, c = config.rows, config.cols
+    compute = _ceil_div(layer.macs, config.pes) if layer.macs else 0
+    if isinstance(layer, Conv):
+        moved = layer.input.size + layer.output.size + layer.weights.size + 4 * layer.bias.size
+    elif isinstance(layer, Add):
+        moved = layer.a.size + layer.b.size + layer.output.size
+    else:
+        moved = layer.input.size + layer.output.size
+    bandwidth = _ceil_div(moved, config.axi_data_bytes)
+    bounds = {"compute_floor_cycles": compute, "bandwidth_floor_cycles": bandwidth,
+              "bound_cycles": max(compute, bandwidth)}
+    if isinstance(layer, Conv):
+        n, oh, ow, cout = layer.output.shape
+        groups = layer.groups
+        k = layer.weights[0].size
+        m = n * oh * ow
+        bounds["naive_cycles"] = groups * _ceil_div(k, r) * _ceil_div(cout // groups, c) \
+            * (2 * r + c + m - 2)
+    return bounds
+
+
+# Compiled model ---------------------------------------------------------------------------------
+
+@dataclass
+class CompiledLayer:
+    name: str
+    op: str
+    layer: Layer
+    instructions: list[Instruction]
+    program_offset: int
+    bounds: dict[str, int]
+
+    @property
+    def macs(self) -> int:
+        return self.layer.macs
+
+
+@dataclass
+class CompiledModel:
+    config: NpuConfig
+    network: Network
+    mode: str
+    image: DramImage
+    addresses: dict[int, int]
+    layers: list[CompiledLayer]
+
+    def address(self, tensor: Tensor) -> int:
+        return self.addresses[id(tensor)]
+
+    def relocated(self, base: int) -> list[tuple[int, bytes]]:
+        """The DRAM image as (address, bytes) segments, programs included, placed at ``base``."""
+        segments = [(base + offset, data) for offset, data in self.image.segments]
+        for compiled in self.layers:
+            moved = [ins.replace(dram_addr=ins.dram_addr + base)
+                     if ins.opcode in (Opcode.LOAD, Opcode.STORE) else ins
+                     for ins in compiled.instructions]
+            segments.append((base + compiled.program_offset,
+                             encode_program(moved, instruction_bytes=self.config.instruction_bytes)))
+        return segments
+
+
+def compile_network(network: Network, config: NpuConfig, *, requant: str = "fp32") -> CompiledModel:
+    """Every layer of ``network`` as one NPU program, with the DRAM image they use."""
+    if requant not in REQUANT_MODES:
+        raise ValueError(f"Requant mode must be one of {REQUANT_MODES}, not {requant!r}")
+    image = DramImage()
+    addresses: dict[int, int] = {}
+    for tensor in network.tensors:
+        if id(tensor.storage) not in addresses:
+            addresses[id(tensor.storage)] = image.region(tensor.size)
+        addresses[id(tensor)] = addresses[id(tensor.storage)]
+    lowering = _Lowering(config, image, addresses, requant)
+    layers = []
+    for layer in network.layers:
+        instructions = lowering.lower(layer)
+        program_offset = image.region(len(instructions) * config.instruction_bytes)
+        layers.append(CompiledLayer(name=layer.name, op=layer.op, layer=layer,
+                                    instructions=instructions, program_offset=program_offset,
+                                    bounds=layer_bounds(config, layer)))
+    return CompiledModel(config=config, network=network, mode=requant, image=image,
+                         addresses=addresses, layers=layers)

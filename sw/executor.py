@@ -1,0 +1,140 @@
+"""Running a compiled model on a device, layer by layer, with a per-layer performance report."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from .compiler import CompiledLayer, CompiledModel
+from .runtime import Device, Program, RunStats
+
+__all__ = ["LayerReport", "RunReport", "LoadedModel", "dram_size_for"]
+
+
+@dataclass(frozen=True)
+class LayerReport:
+    name: str
+    op: str
+    cycles: int
+    macs: int           # the layer's own multiply-accumulates (what the network needs)
+    array_macs: int     # the MAC counter: every PE of every streamed row, padding lanes too
+    utilisation: float  # macs / (rows * cols * cycles)
+    dram_read_bytes: int
+    dram_write_bytes: int
+    instructions: int
+    bound_cycles: int
+    naive_cycles: int | None
+
+    @classmethod
+    def from_stats(cls, compiled: CompiledLayer, stats: RunStats) -> LayerReport:
+        macs = compiled.macs
+        return cls(name=compiled.name, op=compiled.op, cycles=stats.cycles, macs=macs,
+                   array_macs=stats.macs,
+                   utilisation=macs / (stats.config.pes * stats.cycles) if stats.cycles else 0.0,
+                   dram_read_bytes=stats.counters["dram_read_bytes"],
+                   dram_write_bytes=stats.counters["dram_write_bytes"],
+                   instructions=len(compiled.instructions),
+                   bound_cycles=compiled.bounds["bound_cycles"],
+                   naive_cycles=compiled.bounds.get("naive_cycles"))
+
+    def as_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
+class RunReport:
+    config: str
+    backend: str
+    layers: tuple[LayerReport, ...]
+
+    @property
+    def total_cycles(self) -> int:
+        return sum(layer.cycles for layer in self.layers)
+
+    @property
+    def total_macs(self) -> int:
+        return sum(layer.macs for layer in self.layers)
+
+    def utilisation(self, pes: int) -> float:
+        return self.total_macs / (pes * self.total_cycles) if self.total_cycles else 0.0
+
+    def as_dict(self, pes: int) -> dict:
+        """The run report of DESIGN section 8."""
+        return {"config": self.config, "backend": self.backend,
+                "total_cycles": self.total_cycles, "total_macs": self.total_macs,
+                "utilisation": self.utilisation(pes),
+                "dram_read_bytes": sum(layer.dram_read_bytes for layer in self.layers),
+                "dram_write_bytes": sum(layer.dram_write_bytes for layer in self.layers),
+                "layers": [layer.as_dict() for layer in self.layers]}
+
+    def table(self, pes: int) -> str:
+        header = (f"{'layer':<28} {'op':<14} {'cycles':>10} {'MACs':>12} {'util':>6} "
+                  f"{'DRAM rd':>9} {'DRAM wr':>9}")
+        lines = [header, "-" * len(header)]
+        for layer in self.layers:
+            lines.append(f"{layer.name[:28]:<28} {layer.op[:14]:<14} {layer.cycles:>10,} "
+                         f"{layer.macs:>12,} {layer.utilisation:>6.1%} "
+                         f"{layer.dram_read_bytes:>9,} {layer.dram_write_bytes:>9,}")
+        lines.append("-" * len(header))
+        lines.append(f"{'total':<28} {'':<14} {self.total_cycles:>10,} {self.total_macs:>12,} "
+                     f"{self.utilisation(pes):>6.1%} "
+                     f"{sum(x.dram_read_bytes for x in self.layers):>9,} "
+                     f"{sum(x.dram_write_bytes for x in self.layers):>9,}")
+        return "\n".join(lines)
+
+
+def dram_size_for(compiled: CompiledModel) -> int:
+    """A DRAM size (a power of two, at least 1 MiB) that holds the model's image."""
+    need = compiled.image.size + (1 << 16)
+    size = 1 << 20
+    while size < need:
+        size *= 2
+    return size
+
+
+class LoadedModel:
+    """A compiled model written into a device's DRAM, ready to run inputs through."""
+
+    def __init__(self, compiled: CompiledModel, device: Device):
+        self.compiled = compiled
+        self.device = device
+        for compiled_layer in compiled.layers:  # refuses another configuration, with the reason
+            device.check_program(Program(compiled.config, compiled_layer.instructions,
+                                         compiled_layer.name))
+        self.base = device.allocator.allocate(compiled.image.size, alignment=4096)
+        for address, data in compiled.relocated(self.base):
+            device.write_dram(address, data)
+
+    def address(self, tensor) -> int:
+        return self.base + self.compiled.address(tensor)
+
+    def run_codes(self, codes: np.ndarray, *,
+                  progress: Callable[[int, int, LayerReport], None] | None = None
+                  ) -> tuple[np.ndarray, RunReport]:
+        """Quantised input codes (ONNX layout) -> quantised output codes, and the report."""
+        network = self.compiled.network
+        self.device.write_dram(self.address(network.input),
+                               network.input.to_storage(codes).tobytes())
+        reports = []
+        count = len(self.compiled.layers)
+        for index, compiled_layer in enumerate(self.compiled.layers):
+            stats = self.device.execute(
+                program_address=self.base + compiled_layer.program_offset,
+                instruction_count=len(compiled_layer.instructions), name=compiled_layer.name)
+            reports.append(LayerReport.from_stats(compiled_layer, stats))
+            if progress is not None:
+                progress(index + 1, count, reports[-1])
+        output = network.output
+        stored = np.frombuffer(self.device.read_dram(self.address(output), output.size), np.int8)
+        report = RunReport(config=self.compiled.config.name, backend=self.device.backend,
+                           layers=tuple(reports))
+        return output.from_storage(stored), report
+
+    def run(self, x: np.ndarray, **kwargs) -> tuple[np.ndarray, RunReport]:
+        """The model's input as onnxruntime takes it -> its output as onnxruntime returns it."""
+        network = self.compiled.network
+        codes = network.input.quant.quantize(x) if network.input_float else x
+        y, report = self.run_codes(codes, **kwargs)
+        return (network.output.quant.dequantize(y) if network.output_float else y), report

@@ -1,0 +1,223 @@
+"""The integer network the compiler lowers: quantised tensors and the layers between them.
+
+The ONNX importer (:mod:`sw.onnx_import`) produces a :class:`Network`; the compiler
+(:mod:`sw.compiler`) turns each layer into an NPU program. Everything here is already integer:
+weights are int8 with their zero point subtracted, biases int32, requantisation scales float32
+in onnxruntime's order. Activations live in DRAM as NHWC int8 (a uint8 tensor as ``q - 128``,
+DESIGN section 3).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from golden.quant import check_array
+
+__all__ = ["Quantization", "Tensor", "Conv", "Add", "MaxPool", "Layer", "Network"]
+
+
+@dataclass(frozen=True)
+class Quantization:
+    """``real = scale * (code - zero_point)``; ``dtype`` is uint8 or int8 (raw ONNX codes)."""
+
+    scale: np.float32
+    zero_point: int
+    dtype: np.dtype
+
+    def __post_init__(self):
+        object.__setattr__(self, "scale", np.float32(self.scale))
+        object.__setattr__(self, "dtype", np.dtype(self.dtype))
+        if self.dtype not in (np.dtype(np.uint8), np.dtype(np.int8)):
+            raise TypeError(f"Quantised tensors must be uint8 or int8, not {self.dtype}")
+        if not (np.isfinite(self.scale) and self.scale > 0):
+            raise ValueError(f"Scale must be a positive finite float, not {self.scale!r}")
+        info = np.iinfo(self.dtype)
+        if not info.min <= int(self.zero_point) <= info.max:
+            raise ValueError(f"Zero point must be a {self.dtype} value, not {self.zero_point}")
+        object.__setattr__(self, "zero_point", int(self.zero_point))
+
+    @property
+    def unsigned(self) -> bool:
+        return self.dtype == np.dtype(np.uint8)
+
+    @property
+    def stored_zero_point(self) -> int:
+        """The zero point in the int8 storage domain (uint8 codes are stored as code - 128)."""
+        return self.zero_point - 128 if self.unsigned else self.zero_point
+
+    def quantize(self, x: np.ndarray) -> np.ndarray:
+        """onnxruntime's QuantizeLinear: saturate(round_half_even(x / scale) + zero_point)."""
+        info = np.iinfo(self.dtype)
+        scaled = np.rint(np.asarray(x, np.float32) / self.scale).astype(np.float64)
+        return np.clip(scaled + self.zero_point, info.min, info.max).astype(self.dtype)
+
+    def dequantize(self, q: np.ndarray) -> np.ndarray:
+        """onnxruntime's DequantizeLinear: float32(q - zero_point) * scale."""
+        return (q.astype(np.int32) - self.zero_point).astype(np.float32) * self.scale
+
+    def to_stored(self, q: np.ndarray) -> np.ndarray:
+        return (q.astype(np.int16) - 128).astype(np.int8) if self.unsigned else q.astype(np.int8)
+
+    def from_stored(self, stored: np.ndarray) -> np.ndarray:
+        return (stored.astype(np.int16) + 128).astype(np.uint8) if self.unsigned else stored
+
+
+@dataclass(eq=False)
+class Tensor:
+    """An activation in DRAM: NHWC int8, ``shape`` = (N, H, W, C).
+
+    ``onnx_shape`` is the shape the model sees. A tensor flattened from (N, C, H, W) keeps its
+    NHWC storage; ``flattened_from`` = (C, H, W) records it, so that a following dense layer
+    permutes its weights instead of the data moving.
+    """
+
+    name: str
+    shape: tuple[int, int, int, int]
+    quant: Quantization
+    onnx_shape: tuple[int, ...]
+    flattened_from: tuple[int, int, int] | None = None
+    #: A view (Flatten, Reshape) shares the DRAM of the tensor it views.
+    base: Tensor | None = None
+
+    @property
+    def storage(self) -> Tensor:
+        return self if self.base is None else self.base.storage
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape))
+
+    def to_storage(self, q: np.ndarray) -> np.ndarray:
+        """ONNX-layout codes -> the NHWC int8 bytes the NPU reads."""
+        if tuple(q.shape) != tuple(self.onnx_shape):
+            raise ValueError(f"Tensor {self.name!r} must have shape {self.onnx_shape}, "
+                             f"not {tuple(q.shape)}")
+        stored = self.quant.to_stored(q)
+        if len(self.onnx_shape) == 4:
+            stored = stored.transpose(0, 2, 3, 1)
+        elif self.flattened_from is not None:
+            c, h, w = self.flattened_from
+            stored = stored.reshape(-1, c, h, w).transpose(0, 2, 3, 1)
+        return np.ascontiguousarray(stored).reshape(self.shape)
+
+    def from_storage(self, stored: np.ndarray) -> np.ndarray:
+        """NHWC int8 bytes -> ONNX-layout codes."""
+        stored = stored.reshape(self.shape)
+        if len(self.onnx_shape) == 4:
+            stored = stored.transpose(0, 3, 1, 2)
+        elif self.flattened_from is not None:
+            c, h, w = self.flattened_from
+            stored = stored.reshape(-1, h, w, c).transpose(0, 3, 1, 2)
+        return np.ascontiguousarray(self.quant.from_stored(stored.reshape(self.onnx_shape)))
+
+
+@dataclass(eq=False)
+class Conv:
+    """Convolution, dense layer (a 1x1 convolution) or average pooling (ones as weights).
+
+    ``weights`` (O, I / groups, KH, KW) int8 with the weight zero point already subtracted;
+    ``bias`` int32 per output channel (without the input zero-point correction, which the
+    compiler folds in); ``scale`` the float32 fp32-mode requantisation scale per output channel
+    and ``real_multiplier`` the same ratio in float64 for the fixed (TFLite) mode.
+    ``clip`` is (lo, hi) in the output's stored domain (a fused ReLU or ReLU6).
+    """
+
+    name: str
+    op: str
+    input: Tensor
+    output: Tensor
+    weights: np.ndarray
+    bias: np.ndarray
+    scale: np.ndarray
+    real_multiplier: np.ndarray
+    stride: tuple[int, int] = (1, 1)
+    pads: tuple[int, int, int, int] = (0, 0, 0, 0)  # top, left, bottom, right
+    groups: int = 1
+    clip: tuple[int, int] = (-128, 127)
+
+    def __post_init__(self):
+        check_array("weights", self.weights, np.int8, ndim=4)
+        check_array("bias", self.bias, np.int32, ndim=1)
+        out_channels = self.weights.shape[0]
+        for name, value, dtype in (("bias", self.bias, np.int32), ("scale", self.scale, np.float32),
+                                   ("real multiplier", self.real_multiplier, np.float64)):
+            check_array(name, value, dtype, ndim=1)
+            if value.shape[0] != out_channels:
+                raise ValueError(f"{self.name}: {name} must have {out_channels} values, "
+                                 f"not {value.shape[0]}")
+
+    @property
+    def kernel(self) -> tuple[int, int]:
+        return self.weights.shape[2], self.weights.shape[3]
+
+    @property
+    def macs(self) -> int:
+        n, oh, ow, o = self.output.shape
+        return n * oh * ow * o * int(np.prod(self.weights.shape[1:]))
+
+
+@dataclass(eq=False)
+class Add:
+    """Elementwise quantised add of two tensors of the same shape (QLinearAdd)."""
+
+    name: str
+    a: Tensor
+    b: Tensor
+    output: Tensor
+    clip: tuple[int, int] = (-128, 127)
+    op: str = "Add"
+    macs: int = 0
+
+    @property
+    def input(self) -> Tensor:
+        return self.a
+
+
+@dataclass(eq=False)
+class MaxPool:
+    """Max pooling; the output keeps the input's quantisation."""
+
+    name: str
+    input: Tensor
+    output: Tensor
+    kernel: tuple[int, int]
+    stride: tuple[int, int]
+    pads: tuple[int, int, int, int]
+    op: str = "MaxPool"
+    macs: int = 0
+
+
+Layer = Conv | Add | MaxPool
+
+
+@dataclass(eq=False)
+class Network:
+    """Layers in execution order, from ``input`` to ``output``."""
+
+    input: Tensor
+    output: Tensor
+    layers: list[Layer] = field(default_factory=list)
+    #: ONNX names of the graph's float input and output (what `npu run` reads and writes).
+    input_name: str = "input"
+    output_name: str = "output"
+    #: True when the graph's output is float (a DequantizeLinear at the edge).
+    output_float: bool = True
+    #: True when the graph's input is float (a QuantizeLinear at the edge).
+    input_float: bool = True
+
+    @property
+    def tensors(self) -> list[Tensor]:
+        seen, result = set(), []
+        for tensor in [self.input, self.output] + [t for layer in self.layers for t in _tensors(layer)]:
+            if id(tensor) not in seen:
+                seen.add(id(tensor))
+                result.append(tensor)
+        return result
+
+
+def _tensors(layer: Layer) -> list[Tensor]:
+    if isinstance(layer, Add):
+        return [layer.a, layer.b, layer.output]
+    return [layer.input, layer.output]
