@@ -16,6 +16,9 @@ commands:
   npu info [--config NAME] [--json]     configuration and derived figures
   npu demo [--config NAME]              the main job, on shipped data
   npu verilog [--config NAME] [-o FILE] one self-contained Verilog file, top module `npu`
+  npu run MODEL.onnx --input X.npy [--backend rtl|golden] [--config NAME] [--output Y.npy]
+          [--report FILE.json] [--trace FILE.fst] [--requant fp32|fixed] [--compare]
+                                        run an int8 ONNX model on the NPU, per-layer table
   npu bench sim [--config NAME] [--json FILE] [--fresh]
                                         simulated cycles/s of the Verilator model, build time
   npu synth [--config NAME] [--target ecp5-85k|xc7a100t] [--json FILE]
@@ -81,6 +84,66 @@ def cmd_verilog(args) -> int:
     return 0
 
 
+def cmd_run(args) -> int:
+    from pathlib import Path
+
+    import numpy as np
+
+    from sw.compiler import CompileError
+    from sw.executor import run_onnx
+    from sw.onnx_import import OnnxImportError, load_model
+    from sw.runtime import NpuError
+
+    config = get_config(args.config)
+    input_path = Path(args.input)
+    if not input_path.is_file():
+        raise UserError(f"input file {args.input!r} does not exist (save one with numpy.save)")
+    x = np.load(input_path)
+    if x.dtype != np.float32:
+        raise UserError(f"{args.input}: the input must be float32 (as onnxruntime takes it), "
+                        f"not {x.dtype}; convert it with x.astype(numpy.float32)")
+    model = load_model(args.model)
+
+    def progress(done: int, total: int, layer) -> None:
+        print(f"npu run: [{done}/{total}] {layer.name} ({layer.op}): {layer.cycles:,} cycles, "
+              f"{layer.utilisation:.1%} utilisation", file=sys.stderr, flush=True)
+
+    print(f"npu run: {args.model} on the {args.backend} backend of the {config.name} NPU "
+          f"({config.rows}x{config.cols}), input {x.shape}", file=sys.stderr)
+    try:
+        y, report, compiled = run_onnx(model, x, backend=args.backend, config=config,
+                                       requant=args.requant, trace=args.trace, progress=progress)
+    except (OnnxImportError, CompileError) as error:
+        raise UserError(f"{args.model}: {error}") from None
+    except NpuError as error:
+        raise UserError(f"the NPU stopped: {error}") from None
+    print(report.table(config.pes))
+    if args.compare:
+        import onnxruntime as ort
+
+        session = ort.InferenceSession(model.SerializeToString(),
+                                       providers=["CPUExecutionProvider"])
+        expected = session.run(None, {compiled.network.input_name: x})[0]
+        difference = np.abs(y.astype(np.float64) - expected.astype(np.float64))
+        scale = float(compiled.network.output.quant.scale) if compiled.network.output_float else 1
+        print(f"onnxruntime: {'bit-exact' if np.array_equal(y, expected) else 'DIFFERS'} "
+              f"(max |difference| {difference.max():.6g} = {difference.max() / scale:.3g} LSB, "
+              f"{np.count_nonzero(difference)} of {difference.size} values differ)")
+    if args.output:
+        output = Path(args.output)
+        output.parent.mkdir(parents=True, exist_ok=True)
+        np.save(output, y)
+        print(f"npu run: wrote {output} {y.shape} {y.dtype}", file=sys.stderr)
+    if args.report:
+        output = Path(args.report)
+        output.parent.mkdir(parents=True, exist_ok=True)
+        body = report.as_dict(config.pes)
+        body.update(model=str(args.model), requant=args.requant)
+        output.write_text(json.dumps(body, indent=2) + "\n")
+        print(f"npu run: wrote {output}", file=sys.stderr)
+    return 0
+
+
 def cmd_synth(args) -> int:
     from pathlib import Path
 
@@ -130,6 +193,22 @@ def build_parser() -> argparse.ArgumentParser:
     verilog.add_argument("-o", "--output", default="npu.v",
                          help="output file, - for stdout (default: npu.v)")
     verilog.set_defaults(func=cmd_verilog)
+    run = commands.add_parser("run", help="run an int8 ONNX model on the NPU")
+    run.add_argument("model", metavar="MODEL.onnx", help="int8 model (onnxruntime quantize_static)")
+    run.add_argument("--input", required=True, metavar="X.npy", help="float32 input, as "
+                     "onnxruntime takes it")
+    run.add_argument("--backend", default="rtl", choices=["rtl", "golden"],
+                     help="rtl: the Verilator model; golden: the golden model (default: rtl)")
+    _add_config(run)
+    run.add_argument("--output", metavar="Y.npy", help="write the float output here")
+    run.add_argument("--report", metavar="FILE.json", help="write the run report as JSON")
+    run.add_argument("--trace", metavar="FILE.fst", help="rtl: write an FST waveform of the run")
+    run.add_argument("--requant", default="fp32", choices=["fp32", "fixed"],
+                     help="fp32: bit-exact with onnxruntime; fixed: TFLite-style integer "
+                          "multipliers (default: fp32)")
+    run.add_argument("--compare", action="store_true",
+                     help="also run onnxruntime on the input and report the difference")
+    run.set_defaults(func=cmd_run)
     bench = commands.add_parser("bench", help="benchmarks (sim: simulator speed)")
     bench.add_argument("suite", choices=["sim"],
                        help="sim: cycles/s of the Verilator model and its build time")

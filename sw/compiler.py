@@ -166,6 +166,16 @@ def _window(out_first: int, out_count: int, *, stride: int, kernel: int, pad: in
                          pad_after=end - last)
 
 
+def _tile_load(*, sram_addr: int, dram_addr: int, ygeo: _TileGeometry, xgeo: _TileGeometry,
+               elem_len: int, row_stride: int, elem_stride: int, pad_value: int) -> Instruction:
+    """The padded LOAD of one channel chunk of an input tile (NHWC in DRAM)."""
+    return Instruction(Opcode.LOAD, mem=Memory.SCRATCHPAD, sram_addr=sram_addr,
+                       dram_addr=dram_addr, rows=ygeo.count, cols=xgeo.count, elem_len=elem_len,
+                       dram_row_stride=row_stride, dram_elem_stride=elem_stride,
+                       pad_top=ygeo.pad_before, pad_bottom=ygeo.pad_after,
+                       pad_left=xgeo.pad_before, pad_right=xgeo.pad_after, pad_value=pad_value)
+
+
 def _balanced(total: int, maximum: int) -> int:
     return _ceil_div(total, _ceil_div(total, maximum))
 
@@ -180,6 +190,7 @@ class _Lowering:
         self.image = image
         self.addresses = addresses
         self.mode = mode
+        self.plan: dict = {}  # how the last layer was cut: tile, K-part, weights resident
 
     def address(self, tensor: Tensor) -> int:
         return self.addresses[id(tensor)]
@@ -259,6 +270,8 @@ class _Lowering:
                 f"{layer.name}: even a one-pixel tile does not fit the {cfg.name} SRAMs "
                 f"({cin} input channels, {kh}x{kw} kernel); use a larger configuration")
         part, th, tw = plan
+        self.plan = dict(tile=(th, tw), k_chunks_per_part=part, k_chunks=k_chunks,
+                         n_tiles=n_tiles, weights_resident=resident)
         k_parts = [[ks[i:i + part] for i in range(0, len(ks), part)] for ks in needed]
         reload_input = max(len(parts) for parts in k_parts) > 1
 
@@ -311,17 +324,7 @@ class _Lowering:
                     xgeo = _window(ox0, cols, stride=sw, kernel=kw, pad=pl, size=w)
                     chunk_rows = ygeo.padded * xgeo.padded
 
-                    def input_loads(x_buf: int, chunks: list[int]) -> list[Instruction]:
-                        return [Instruction(
-                            Opcode.LOAD, mem=Memory.SCRATCHPAD, sram_addr=x_buf + i * chunk_rows,
-                            dram_addr=x_addr + ((image_index * h + ygeo.first) * w
-                                                + xgeo.first) * cin + k * r,
-                            rows=ygeo.count, cols=xgeo.count, elem_len=min(r, cin - k * r),
-                            dram_row_stride=w * cin, dram_elem_stride=cin,
-                            pad_top=ygeo.pad_before, pad_bottom=ygeo.pad_after,
-                            pad_left=xgeo.pad_before, pad_right=xgeo.pad_after,
-                            pad_value=x_zp) for i, k in enumerate(chunks)]
-
+                    pixel = x_addr + ((image_index * h + ygeo.first) * w + xgeo.first) * cin
                     tile_x_buf = x_buffers[tiles_done % 2]
                     for j in range(n_tiles):
                         acc_buf, prm = acc_buffers[outputs % 2], param_buffers[outputs % 2]
@@ -335,12 +338,20 @@ class _Lowering:
                                         dram_addr=offset, rows=count, row_bytes=r, elem_len=r)
                             if reload_input:
                                 x_buf = x_buffers[u % 2]
-                                step.loads += input_loads(x_buf, ks)
+                                step.loads += [_tile_load(
+                                    sram_addr=x_buf + i * chunk_rows, dram_addr=pixel + k * r,
+                                    ygeo=ygeo, xgeo=xgeo, elem_len=min(r, cin - k * r),
+                                    row_stride=w * cin, elem_stride=cin, pad_value=x_zp)
+                                    for i, k in enumerate(ks)]
                                 chunk_slot = {k: i for i, k in enumerate(ks)}
                             else:
                                 x_buf = tile_x_buf
                                 if j == 0:
-                                    step.loads += input_loads(x_buf, list(range(k_chunks)))
+                                    step.loads += [_tile_load(
+                                        sram_addr=x_buf + k * chunk_rows, dram_addr=pixel + k * r,
+                                        ygeo=ygeo, xgeo=xgeo, elem_len=min(r, cin - k * r),
+                                        row_stride=w * cin, elem_stride=cin, pad_value=x_zp)
+                                        for k in range(k_chunks)]
                                 chunk_slot = {k: k for k in range(k_chunks)}
                             tiles, offset, count = weight_blocks[j, p]
                             if resident:
@@ -428,18 +439,12 @@ class _Lowering:
                     for c0, lanes in _spans(channels, r):
                         s = len(steps)
                         x_buf, out_buf = x_buffers[s % 2], out_buffers[s % 2]
-                        step = Step(loads=[Instruction(
-                            Opcode.LOAD, mem=Memory.SCRATCHPAD, sram_addr=x_buf,
-                            dram_addr=x_addr + ((image_index * h + ygeo.first) * w
-                                                + xgeo.first) * channels + c0,
-                            rows=ygeo.count, cols=xgeo.count, elem_len=lanes,
-                            dram_row_stride=w * channels, dram_elem_stride=channels,
-                            pad_top=ygeo.pad_before, pad_bottom=ygeo.pad_after,
-                            pad_left=xgeo.pad_before, pad_right=xgeo.pad_after,
-                            pad_value=quant.INT8_MIN)])
-
-                        def tap_addr(tap):
-                            return x_buf + tap[0] * xgeo.padded + tap[1]
+                        step = Step(loads=[_tile_load(
+                            sram_addr=x_buf, dram_addr=x_addr + ((image_index * h + ygeo.first) * w
+                                                                 + xgeo.first) * channels + c0,
+                            ygeo=ygeo, xgeo=xgeo, elem_len=lanes, row_stride=w * channels,
+                            elem_stride=channels, pad_value=quant.INT8_MIN)])
+                        tap_addr = {tap: x_buf + tap[0] * xgeo.padded + tap[1] for tap in taps}
 
                         walk = dict(outer_count=rows, inner_count=cols, length=lanes,
                                     out_addr=out_buf, out_outer_stride=cols, out_inner_stride=1,
@@ -448,13 +453,13 @@ class _Lowering:
                                     clip_lo=quant.INT8_MIN, clip_hi=quant.INT8_MAX)
                         second = taps[1] if len(taps) > 1 else taps[0]
                         step.computes.append(Instruction(
-                            Opcode.VECTOR, funct=VectorFunct.MAX, a_addr=tap_addr(taps[0]),
-                            b_addr=tap_addr(second), **walk))
+                            Opcode.VECTOR, funct=VectorFunct.MAX, a_addr=tap_addr[taps[0]],
+                            b_addr=tap_addr[second], **walk))
                         for tap in taps[2:]:  # out = max(out, tap)
                             step.computes.append(Instruction(
                                 Opcode.VECTOR, funct=VectorFunct.MAX, **{
                                     **walk, "a_addr": out_buf, "a_outer_stride": cols,
-                                    "a_inner_stride": 1, "b_addr": tap_addr(tap)}))
+                                    "a_inner_stride": 1, "b_addr": tap_addr[tap]}))
                         step.stores.append(Instruction(
                             Opcode.STORE, mem=Memory.SCRATCHPAD, sram_addr=out_buf,
                             dram_addr=y_addr + ((image_index * oh + oy0) * ow + ox0) * channels + c0,
@@ -530,6 +535,7 @@ class _Lowering:
         return steps
 
     def lower(self, layer: Layer) -> list[Instruction]:
+        self.plan = {}
         if isinstance(layer, Conv):
             steps = self.conv(layer)
         elif isinstance(layer, MaxPool):
@@ -538,6 +544,7 @@ class _Lowering:
             steps = self.add(layer)
         else:
             raise CompileError(f"No lowering for layer {layer!r}")
+        self.plan["steps"] = len(steps)
         return pipeline(steps)
 
 
@@ -577,6 +584,7 @@ class CompiledLayer:
     instructions: list[Instruction]
     program_offset: int
     bounds: dict[str, int]
+    plan: dict
 
     @property
     def macs(self) -> int:
@@ -624,6 +632,6 @@ def compile_network(network: Network, config: NpuConfig, *, requant: str = "fp32
         program_offset = image.region(len(instructions) * config.instruction_bytes)
         layers.append(CompiledLayer(name=layer.name, op=layer.op, layer=layer,
                                     instructions=instructions, program_offset=program_offset,
-                                    bounds=layer_bounds(config, layer)))
+                                    bounds=layer_bounds(config, layer), plan=lowering.plan))
     return CompiledModel(config=config, network=network, mode=requant, image=image,
                          addresses=addresses, layers=layers)

@@ -10,7 +10,7 @@ import numpy as np
 from .compiler import CompiledLayer, CompiledModel
 from .runtime import Device, Program, RunStats
 
-__all__ = ["LayerReport", "RunReport", "LoadedModel", "dram_size_for"]
+__all__ = ["LayerReport", "RunReport", "LoadedModel", "dram_size_for", "run_onnx"]
 
 
 @dataclass(frozen=True)
@@ -138,3 +138,26 @@ class LoadedModel:
         codes = network.input.quant.quantize(x) if network.input_float else x
         y, report = self.run_codes(codes, **kwargs)
         return (network.output.quant.dequantize(y) if network.output_float else y), report
+
+
+def run_onnx(model, x: np.ndarray, *, backend: str = "golden", config="default",
+             requant: str = "fp32", trace=None, progress=None, quiet: bool = False
+             ) -> tuple[np.ndarray, RunReport, CompiledModel]:
+    """Import, compile and run an int8 ONNX model on a new device: the float output (as
+    onnxruntime returns it), the per-layer report and the compiled model."""
+    from golden.config import get_config
+
+    from .compiler import compile_network
+    from .onnx_import import import_onnx
+    from .runtime import open_device
+
+    if not isinstance(x, np.ndarray) or x.dtype != np.float32:
+        raise TypeError(f"The input must be a float32 numpy array, not "
+                        f"{getattr(x, 'dtype', type(x).__name__)}")
+    config = get_config(config)
+    network = import_onnx(model, input_shape=x.shape)
+    compiled = compile_network(network, config, requant=requant)
+    with open_device(backend, config, dram_size=dram_size_for(compiled), trace=trace,
+                     quiet=quiet) as device:
+        y, report = LoadedModel(compiled, device).run(x, progress=progress)
+    return y, report, compiled

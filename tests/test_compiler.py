@@ -1,0 +1,212 @@
+"""The CNN compiler on the golden machine against golden/quant.py (numpy), layer by layer.
+
+Expected results come from ``quant.conv2d`` / ``max_pool2d`` / ``add_fp32`` etc., which
+tests/test_golden_vs_onnxruntime.py checks against onnxruntime; the compiler's tiling, padding,
+K-splitting and token pipelining are what is under test here. Shapes are chosen to force every
+path of the tiler on the small SRAMs of `tiny` (several tiles, K split into parts, weights
+streamed instead of resident) as well as the simple ones.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from golden import quant
+from golden.config import get_config
+from golden.isa import Instruction, Opcode
+from sw.compiler import CompileError, Step, compile_network, pipeline
+from sw.executor import LoadedModel, dram_size_for
+from sw.graph import Add, Conv, MaxPool, Network, Quantization, Tensor
+from sw.runtime import open_device
+
+
+def nchw_tensor(name, n, c, h, w, quantization):
+    return Tensor(name, (n, h, w, c), quantization, (n, c, h, w))
+
+
+def run_network(network, config, *, requant="fp32", backend="golden", codes=None):
+    compiled = compile_network(network, get_config(config), requant=requant)
+    with open_device(backend, config, dram_size=dram_size_for(compiled), quiet=True) as device:
+        y, report = LoadedModel(compiled, device).run_codes(codes)
+    return y, report, compiled
+
+
+def random_codes(rng, quantization, shape):
+    info = np.iinfo(quantization.dtype)
+    return rng.integers(info.min, info.max + 1, shape).astype(quantization.dtype)
+
+
+def conv_network(rng, *, n, cin, h, w, cout, kernel, stride, pads, groups, dtype, clip=None):
+    zero = 128 if dtype == np.uint8 else 0
+    qx = Quantization(np.float32(rng.uniform(0.01, 0.05)), zero + int(rng.integers(-20, 20)), dtype)
+    fan_in = cin // groups * kernel * kernel
+    w_scale = rng.uniform(0.002, 0.01, cout).astype(np.float32)
+    qy = Quantization(np.float32(qx.scale * np.median(w_scale) * np.sqrt(fan_in) * 74 * 74 / 50),
+                      zero + int(rng.integers(-30, 30)), dtype)
+    pt, pl, pb, pr = pads
+    oh, ow = (h + pt + pb - kernel) // stride + 1, (w + pl + pr - kernel) // stride + 1
+    x = nchw_tensor("x", n, cin, h, w, qx)
+    y = nchw_tensor("y", n, cout, oh, ow, qy)
+    weights = rng.integers(-127, 128, (cout, cin // groups, kernel, kernel)).astype(np.int8)
+    bias = rng.integers(-3000 * fan_in, 3000 * fan_in, cout).astype(np.int32)
+    scale = quant.fp32_requant_scale(qx.scale, w_scale, qy.scale)
+    real = np.float64(qx.scale) * w_scale.astype(np.float64) / np.float64(qy.scale)
+    layer = Conv("conv", "Conv", x, y, weights, bias, scale, real, (stride, stride), pads, groups,
+                 clip or (-128, 127))
+    return Network(x, y, [layer]), layer
+
+
+def expected_conv(layer: Conv, codes, *, requant):
+    qx, qy = layer.input.quant, layer.output.quant
+    acc = quant.conv2d(qx.to_stored(codes), layer.weights, stride=layer.stride, pads=layer.pads,
+                       pad_value=qx.stored_zero_point, groups=layer.groups)
+    bias = quant.fold_zero_point(layer.bias, layer.weights, qx.stored_zero_point)
+    acc = quant.wrap_int32(acc.astype(np.int64) + bias[None, :, None, None])
+    lo, hi = layer.clip
+    if requant == "fp32":
+        y = quant.requantize_fp32(acc, layer.scale, zero_point=qy.stored_zero_point, axis=1,
+                                  qmin=lo, qmax=hi)
+    else:
+        pairs = [quant.quantize_multiplier(float(m)) for m in layer.real_multiplier]
+        y = quant.requantize_fixed(acc, np.array([p[0] for p in pairs]),
+                                   np.array([p[1] for p in pairs]),
+                                   zero_point=qy.stored_zero_point, axis=1, qmin=lo, qmax=hi)
+    return qy.from_stored(y)
+
+
+CONV_CASES = {  # config, n, cin, h, w, cout, kernel, stride, pads, groups
+    "3x3_pad1": ("tiny", 1, 3, 6, 6, 4, 3, 1, (1, 1, 1, 1), 1),
+    "3x3_s2_asymmetric_batch2": ("tiny", 2, 5, 8, 7, 6, 3, 2, (0, 0, 1, 1), 1),
+    "depthwise": ("tiny", 1, 6, 7, 7, 6, 3, 1, (1, 1, 1, 1), 6),
+    "depthwise_multiplier2": ("tiny", 1, 3, 6, 6, 6, 3, 1, (1, 1, 1, 1), 3),
+    "grouped": ("tiny", 1, 6, 5, 5, 4, 3, 1, (1, 1, 1, 1), 2),
+    "7x7_s2_stem": ("tiny", 1, 3, 11, 11, 3, 7, 2, (3, 3, 3, 3), 1),
+    "1x1_pixelwise": ("tiny", 3, 7, 5, 5, 9, 1, 1, (0, 0, 0, 0), 1),
+    "3x3_several_tiles": ("tiny", 1, 9, 30, 30, 10, 3, 1, (1, 1, 1, 1), 1),
+    "3x3_k_split_streamed": ("tiny", 1, 64, 6, 6, 8, 3, 1, (1, 1, 1, 1), 1),
+    "5x5_s2": ("small", 2, 16, 14, 14, 16, 5, 2, (2, 2, 2, 2), 1),
+    "3x3_64ch": ("default", 1, 64, 14, 14, 64, 3, 1, (1, 1, 1, 1), 1),
+}
+
+
+@pytest.mark.parametrize("requant", ["fp32", "fixed"])
+@pytest.mark.parametrize("dtype", [np.uint8, np.int8], ids=["uint8", "int8"])
+@pytest.mark.parametrize("case", list(CONV_CASES))
+def test_conv_matches_golden_quant(case, dtype, requant):
+    config, n, cin, h, w, cout, kernel, stride, pads, groups = CONV_CASES[case]
+    rng = np.random.default_rng([list(CONV_CASES).index(case), int(dtype == np.uint8)])
+    network, layer = conv_network(rng, n=n, cin=cin, h=h, w=w, cout=cout, kernel=kernel,
+                                  stride=stride, pads=pads, groups=groups, dtype=dtype)
+    codes = random_codes(rng, layer.input.quant, layer.input.onnx_shape)
+    y, report, compiled = run_network(network, config, requant=requant, codes=codes)
+    expected = expected_conv(layer, codes, requant=requant)
+    assert np.unique(expected).size > 8  # not saturated: the test can tell values apart
+    np.testing.assert_array_equal(y, expected)
+    assert report.layers[0].macs == layer.macs
+
+
+def test_the_tiler_takes_every_path():
+    """The cases above really cover several tiles, a K split and streamed weights."""
+    plans = {}
+    for case in ("3x3_several_tiles", "3x3_k_split_streamed", "3x3_pad1"):
+        config, n, cin, h, w, cout, kernel, stride, pads, groups = CONV_CASES[case]
+        network, _ = conv_network(np.random.default_rng(0), n=n, cin=cin, h=h, w=w, cout=cout,
+                                  kernel=kernel, stride=stride, pads=pads, groups=groups,
+                                  dtype=np.int8)
+        plans[case] = compile_network(network, get_config(config)).layers[0].plan
+    assert plans["3x3_several_tiles"]["tile"][0] < 30
+    assert plans["3x3_k_split_streamed"]["k_chunks_per_part"] < plans["3x3_k_split_streamed"]["k_chunks"]
+    assert not plans["3x3_k_split_streamed"]["weights_resident"]
+    assert plans["3x3_pad1"]["weights_resident"] and plans["3x3_pad1"]["steps"] == 1
+
+
+def test_fused_relu6_clip():
+    rng = np.random.default_rng(5)
+    network, layer = conv_network(rng, n=1, cin=5, h=6, w=6, cout=6, kernel=3, stride=1,
+                                  pads=(1, 1, 1, 1), groups=1, dtype=np.uint8, clip=(-100, 20))
+    codes = random_codes(rng, layer.input.quant, layer.input.onnx_shape)
+    y, _, _ = run_network(network, "tiny", codes=codes)
+    expected = expected_conv(layer, codes, requant="fp32")
+    np.testing.assert_array_equal(y, expected)
+    assert y.min() == 28 and y.max() == 148  # both clip bounds hit (stored + 128)
+
+
+@pytest.mark.parametrize("config", ["tiny", "small"])
+@pytest.mark.parametrize("case", [((1, 5, 9, 9), (3, 3), 2, (1, 1, 1, 1)),
+                                  ((2, 6, 8, 7), (2, 2), 2, (0, 0, 0, 0)),
+                                  ((1, 3, 40, 40), (3, 3), 1, (1, 1, 1, 1))])
+def test_max_pool(case, config):
+    shape, kernel, stride, pads = case
+    rng = np.random.default_rng(list(shape))
+    q = Quantization(np.float32(0.1), 3, np.int8)
+    n, c, h, w = shape
+    oh = (h + pads[0] + pads[2] - kernel[0]) // stride + 1
+    ow = (w + pads[1] + pads[3] - kernel[1]) // stride + 1
+    x, y = nchw_tensor("x", n, c, h, w, q), nchw_tensor("y", n, c, oh, ow, q)
+    network = Network(x, y, [MaxPool("pool", x, y, kernel, (stride, stride), pads)])
+    codes = random_codes(rng, q, shape)
+    out, _, _ = run_network(network, config, codes=codes)
+    np.testing.assert_array_equal(out, quant.max_pool2d(codes, kernel=kernel, stride=stride,
+                                                        pads=pads))
+
+
+@pytest.mark.parametrize("requant", ["fp32", "fixed"])
+@pytest.mark.parametrize("shape", [(1, 5, 3, 3), (2, 16, 7, 9)])
+def test_residual_add(shape, requant):
+    rng = np.random.default_rng(list(shape))
+    qa = Quantization(np.float32(0.03), 140, np.uint8)
+    qb = Quantization(np.float32(0.05), 120, np.uint8)
+    qc = Quantization(np.float32(0.07), 128, np.uint8)
+    a, b = nchw_tensor("a", *shape, qa), nchw_tensor("b", *shape, qb)
+    c = nchw_tensor("c", *shape, qc)
+    network = Network(a, c, [Add("add", a, b, c)])
+    a_codes, b_codes = random_codes(rng, qa, shape), random_codes(rng, qb, shape)
+    # b is written by a first layer: place it by running a network whose input is b.
+    compiled = compile_network(network, get_config("tiny"), requant=requant)
+    with open_device("golden", "tiny", dram_size=dram_size_for(compiled)) as device:
+        loaded = LoadedModel(compiled, device)
+        device.write_dram(loaded.address(b), b.to_storage(b_codes).tobytes())
+        out, _ = loaded.run_codes(a_codes)
+    if requant == "fp32":
+        sa, sb, f = quant.add_fp32_params(a_scale=qa.scale, a_zero_point=qa.zero_point,
+                                          b_scale=qb.scale, b_zero_point=qb.zero_point,
+                                          c_scale=qc.scale, c_zero_point=qc.zero_point)
+        expected = quant.add_fp32(a_codes, b_codes, sa, sb, f, qmin=0, qmax=255).astype(np.uint8)
+    else:
+        params = quant.add_fixed_params(a_scale=qa.scale, b_scale=qb.scale, c_scale=qc.scale)
+        expected = qc.from_stored(quant.add_fixed(
+            qa.to_stored(a_codes), qb.to_stored(b_codes), a_zero_point=qa.stored_zero_point,
+            b_zero_point=qb.stored_zero_point, c_zero_point=qc.stored_zero_point, **params))
+    np.testing.assert_array_equal(out, expected)
+
+
+def test_pipeline_tokens_balance():
+    """Every token pushed is popped: two steps ahead at most, none left over at the end."""
+    load = Instruction(Opcode.LOAD, rows=1, cols=1, elem_len=1)
+    compute = Instruction(Opcode.MATMUL, outer_count=1, inner_count=1)
+    store = Instruction(Opcode.STORE, rows=1, cols=1, elem_len=1)
+    for count in range(1, 6):
+        steps = [Step([load], [compute, compute], [store] if u % 2 else []) for u in range(count)]
+        program = pipeline(steps)
+        pushes = {(a, b): 0 for a in ("load", "compute", "store") for b in ("prev", "next")}
+        unit = {Opcode.LOAD: "load", Opcode.MATMUL: "compute", Opcode.STORE: "store"}
+        for ins in program[:-1]:
+            for direction in ("prev", "next"):
+                pushes[unit[ins.opcode], direction] += getattr(ins, f"push_{direction}")
+                pushes[unit[ins.opcode], direction] -= 0
+        pops = {(u, d): sum(getattr(i, f"pop_{d}") for i in program[:-1] if unit[i.opcode] == u)
+                for u in ("load", "compute", "store") for d in ("prev", "next")}
+        assert pushes["load", "next"] == pops["compute", "prev"]
+        assert pushes["compute", "prev"] == pops["load", "next"]
+        assert pushes["compute", "next"] == pops["store", "prev"]
+        assert pushes["store", "prev"] == pops["compute", "next"]
+        assert program[-1].opcode == Opcode.FINISH
+
+
+def test_a_layer_too_large_is_refused_clearly():
+    rng = np.random.default_rng(0)
+    network, _ = conv_network(rng, n=1, cin=4, h=600, w=600, cout=4, kernel=15, stride=1,
+                              pads=(7, 7, 7, 7), groups=1, dtype=np.int8)
+    with pytest.raises(CompileError, match="conv: .*does not fit the tiny SRAMs"):
+        compile_network(network, get_config("tiny"))
