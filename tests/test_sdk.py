@@ -166,3 +166,26 @@ def test_npu_run_errors_are_one_line(tmp_path, capsys):
     assert len(err) == 1 and "float32" in err[0]
     status = npu_main(["run", str(tmp_path / "missing.onnx"), "--input", str(tmp_path / "x.npy")])
     assert status == 2
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_rtl_runs_the_models_like_golden_and_onnxruntime(quantized, fmt):
+    """The Verilator model of `tiny` runs every layer: outputs identical to golden and to
+    onnxruntime, and the same MAC counts per layer."""
+    path = quantized("cnn", fmt, "uint8" if fmt == "qoperator" else "int8", True)
+    x = np.random.default_rng(11).normal(0, 1, MODELS["cnn"][1]).astype(np.float32)
+    model = onnx.load(path)
+    y_rtl, rtl, _ = run_onnx(model, x, backend="rtl", config="tiny", quiet=True)
+    y_golden, golden, _ = run_onnx(model, x, backend="golden", config="tiny")
+    np.testing.assert_array_equal(y_rtl, y_golden)
+    np.testing.assert_array_equal(y_rtl, onnxruntime_output(path, x))
+    assert [layer.array_macs for layer in rtl.layers] == [layer.array_macs for layer in golden.layers]
+    assert all(layer.cycles > 0 for layer in rtl.layers)
+
+
+def test_rtl_runs_the_digits_model():
+    data = np.load(DIGITS / "digits_test.npz")
+    x = data["images"][:6]
+    path = DIGITS / "digits_cnn_int8.onnx"
+    y, report, _ = run_onnx(onnx.load(path), x, backend="rtl", config="tiny", quiet=True)
+    np.testing.assert_array_equal(y, onnxruntime_output(path, x))
