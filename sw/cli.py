@@ -14,7 +14,8 @@ An int8 systolic-array NPU: RTL, golden model and SDK.
 
 commands:
   npu info [--config NAME] [--json]     configuration and derived figures
-  npu demo [--config NAME]              the main job, on shipped data
+  npu demo [--config NAME] [--backend rtl|golden] [--images N]
+                                        the digits CNN on the RTL, against onnxruntime
   npu verilog [--config NAME] [-o FILE] one self-contained Verilog file, top module `npu`
   npu run MODEL.onnx --input X.npy [--backend rtl|golden] [--config NAME] [--output Y.npy]
           [--report FILE.json] [--trace FILE.fst] [--requant fp32|fixed] [--compare]
@@ -57,9 +58,10 @@ def cmd_info(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    from sw.demo import run_matmul_demo
+    from sw.demo import run_digits_demo
 
-    return 0 if run_matmul_demo(get_config(args.config)) else 1
+    return 0 if run_digits_demo(get_config(args.config), backend=args.backend,
+                                limit=args.images) else 1
 
 
 def cmd_verilog(args) -> int:
@@ -186,7 +188,12 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("--json", action="store_true", help="print JSON")
     info.set_defaults(func=cmd_info)
     demo = commands.add_parser("demo", help="the main job, on shipped data")
-    _add_config(demo)
+    demo.add_argument("--config", default="small", choices=list(PRESETS),
+                      help="hardware configuration (default: small)")
+    demo.add_argument("--backend", default="rtl", choices=["rtl", "golden"],
+                      help="rtl: the Verilator model (default); golden: the golden model")
+    demo.add_argument("--images", type=int, default=None, metavar="N",
+                      help="classify only the first N test images")
     demo.set_defaults(func=cmd_demo)
     verilog = commands.add_parser("verilog", help="write the NPU as one Verilog file")
     _add_config(verilog)

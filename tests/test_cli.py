@@ -1,4 +1,5 @@
 import json
+import re
 import subprocess
 import sys
 
@@ -37,11 +38,12 @@ def test_unknown_config_is_one_clear_line(capsys):
     assert "invalid choice: 'huge'" in capsys.readouterr().err
 
 
-def test_demo_runs_a_matmul_and_reports_cycles(capsys):
-    assert main(["demo", "--config", "default"]) == 0
+def test_demo_classifies_digits_like_onnxruntime(capsys):
+    assert main(["demo", "--config", "tiny", "--backend", "golden", "--images", "50"]) == 0
     out = capsys.readouterr().out
-    assert "matches numpy: yes" in out
-    assert "cycle estimate:" in out
+    assert "outputs identical to onnxruntime: 50 of 50 images (bit-exact)" in out
+    npu, ort = (float(v) for v in re.findall(r"NPU ([0-9.]+)%, onnxruntime ([0-9.]+)%", out)[0])
+    assert npu == ort > 85
 
 
 def test_console_script_is_installed():
