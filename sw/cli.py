@@ -22,6 +22,8 @@ commands:
                                         run an int8 ONNX model on the NPU, per-layer table
   npu bench sim [--config NAME] [--json FILE] [--fresh]
                                         simulated cycles/s of the Verilator model, build time
+  npu bench cnn [--config NAME] [--backend rtl|golden] [--json FILE] [--plot FILE.png]
+                                        conv layers of real networks: cycles, utilisation, bounds
   npu synth [--config NAME] [--target ecp5-85k|xc7a100t] [--json FILE]
                                         FPGA resources, Fmax and fit (yowasp yosys/nextpnr)
 """
@@ -167,9 +169,24 @@ def cmd_synth(args) -> int:
 def cmd_bench(args) -> int:
     from pathlib import Path
 
-    from sim.bench_sim import bench_sim
+    config = get_config(args.config)
+    if args.suite == "sim":
+        if args.plot:
+            raise UserError("bench sim has no plot; use --json")
+        from sim.bench_sim import bench_sim
 
-    result = bench_sim(get_config(args.config), fresh=args.fresh)
+        result = bench_sim(config, fresh=args.fresh)
+    else:
+        from sw.bench_cnn import bench_cnn, plot_utilisation
+
+        print(f"npu bench cnn: conv layers of real networks on the {args.backend} backend of the "
+              f"{config.name} NPU ({config.rows}x{config.cols})", file=sys.stderr)
+        result = bench_cnn(config, backend=args.backend)
+        if args.plot:
+            plot = Path(args.plot)
+            plot.parent.mkdir(parents=True, exist_ok=True)
+            plot_utilisation(result, plot, pes=config.pes)
+            print(f"npu bench: wrote {plot}", file=sys.stderr)
     if args.json:
         output = Path(args.json)
         output.parent.mkdir(parents=True, exist_ok=True)
@@ -216,9 +233,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--compare", action="store_true",
                      help="also run onnxruntime on the input and report the difference")
     run.set_defaults(func=cmd_run)
-    bench = commands.add_parser("bench", help="benchmarks (sim: simulator speed)")
-    bench.add_argument("suite", choices=["sim"],
-                       help="sim: cycles/s of the Verilator model and its build time")
+    bench = commands.add_parser("bench", help="benchmarks (sim: simulator speed, cnn: conv layers)")
+    bench.add_argument("suite", choices=["sim", "cnn"],
+                       help="sim: cycles/s of the Verilator model and its build time; cnn: conv "
+                            "layers of ResNet/MobileNet against the performance bounds")
+    bench.add_argument("--backend", default="rtl", choices=["rtl", "golden"],
+                       help="cnn: rtl (measured cycles, default) or golden (cost-model estimate)")
+    bench.add_argument("--plot", metavar="FILE.png", help="cnn: plot utilisation per layer")
     _add_config(bench)
     bench.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     bench.add_argument("--fresh", action="store_true",

@@ -210,3 +210,21 @@ def test_a_layer_too_large_is_refused_clearly():
                               pads=(7, 7, 7, 7), groups=1, dtype=np.int8)
     with pytest.raises(CompileError, match="conv: .*does not fit the tiny SRAMs"):
         compile_network(network, get_config("tiny"))
+
+
+def test_bench_cnn_reports_every_case_with_its_bounds(tmp_path):
+    from sw.bench_cnn import ConvCase, bench_cnn, plot_utilisation
+
+    cases = (ConvCase("3x3", 8, 10, 8, 3), ConvCase("dw", 8, 9, 8, 3, depthwise=True),
+             ConvCase("stem", 3, 15, 8, 7, stride=2))
+    lines = []
+    summary = bench_cnn(get_config("tiny"), backend="golden", cases=cases, out=lines.append)
+    assert summary["config"] == "tiny" and 0 < summary["utilisation"] <= 1
+    assert [case["name"] for case in summary["cases"]] == ["3x3", "dw", "stem"]
+    for case in summary["cases"]:
+        assert {"cycles", "macs", "utilisation", "bound_cycles", "naive_cycles"} <= set(case)
+        assert case["cycles"] >= case["bound_cycles"] > 0
+        assert case["utilisation"] == pytest.approx(case["macs"] / (16 * case["cycles"]))
+    assert summary["cases"][0]["macs"] == 10 * 10 * 8 * 8 * 9
+    plot_utilisation(summary, tmp_path / "cnn.png", pes=16)
+    assert (tmp_path / "cnn.png").stat().st_size > 10_000
