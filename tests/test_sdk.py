@@ -189,3 +189,30 @@ def test_rtl_runs_the_digits_model():
     path = DIGITS / "digits_cnn_int8.onnx"
     y, report, _ = run_onnx(onnx.load(path), x, backend="rtl", config="tiny", quiet=True)
     np.testing.assert_array_equal(y, onnxruntime_output(path, x))
+
+
+def test_qdq_reducemean_runs_as_integer_global_pooling():
+    """DequantizeLinear -> ReduceMean(H, W) -> QuantizeLinear runs in float32 in onnxruntime; the
+    NPU maps it to the integer global average pool, which differs by at most 1 LSB (the bound
+    tests/test_golden_vs_onnxruntime.py establishes for this op)."""
+    rng = np.random.default_rng(4)
+    constants = {"s_in": np.float32(0.05), "z_in": np.uint8(120), "s_out": np.float32(0.01),
+                 "z_out": np.uint8(128)}
+    nodes = [helper.make_node("QuantizeLinear", ["input", "s_in", "z_in"], ["q"]),
+             helper.make_node("DequantizeLinear", ["q", "s_in", "z_in"], ["dq"]),
+             helper.make_node("ReduceMean", ["dq"], ["mean"], axes=[2, 3], keepdims=1),
+             helper.make_node("QuantizeLinear", ["mean", "s_out", "z_out"], ["q_mean"]),
+             helper.make_node("DequantizeLinear", ["q_mean", "s_out", "z_out"], ["y"])]
+    graph = helper.make_graph(
+        nodes, "mean", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 5, 7, 7])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 5, 1, 1])],
+        [numpy_helper.from_array(np.array(v), k) for k, v in constants.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    x = rng.normal(0, 2, (3, 5, 7, 7)).astype(np.float32)
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    expected = session.run(None, {"input": x})[0]
+    y, report, _ = run_onnx(model, x, backend="golden", config="tiny")
+    assert [layer.op for layer in report.layers] == ["GlobalAveragePool"]
+    steps = np.abs(y.astype(np.float64) - expected) / 0.01
+    assert steps.max() <= 1.0 + 1e-3
+    assert np.unique(expected).size > 4
