@@ -5,8 +5,9 @@ Three figures (DESIGN section 8 keys first):
 - ``cycles_per_second``: simulated cycles per wall-clock second of a compute-heavy program (a
   tiled int8 matmul that keeps the array busy), timed around the run alone: no Python runs per
   cycle, so this is the model's and the harness's speed.
-- ``build_seconds``: the Verilator build of this configuration (cold with ``--fresh``; otherwise
-  the time the cached build took when it was made, ``build_cached`` says which).
+- ``build_seconds``: the Verilator build of this configuration (cold with ``--fresh``: the cached
+  build deleted first and ccache bypassed, so nothing is reused; otherwise the time the cached
+  build took when it was made, ``build_cached`` says which).
 - ``warm_start_seconds``: a new Python process from start to a ready device with the build
   cached (imports, the Verilog cache check, loading the library, reset).
 
@@ -15,6 +16,7 @@ The result is checked against numpy so that a broken simulation cannot be timed.
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -43,7 +45,14 @@ def bench_sim(config: NpuConfig, *, fresh: bool = False, out=print) -> dict:
         shutil.rmtree(library.parent.parent)
     cached = library.exists()
     start = time.perf_counter()
-    build_simulator(config)
+    bypass = fresh and "CCACHE_DISABLE" not in os.environ
+    if bypass:
+        os.environ["CCACHE_DISABLE"] = "1"  # a cold build compiles everything
+    try:
+        build_simulator(config)
+    finally:
+        if bypass:
+            del os.environ["CCACHE_DISABLE"]
     recorded = library.parent.parent / "build_seconds"
     build_seconds = float(recorded.read_text()) if cached else time.perf_counter() - start
 

@@ -4,10 +4,23 @@
 // No Python runs per cycle: Python calls npu_sim_run(), which clocks the model until the IRQ or a
 // cycle limit. Built by sim/rtl_sim.py; the C interface is declared there too (keep in step).
 //
+// The model's top level is `npu_sim` (sim/sim_wrapper.py): the `npu` with a register in front of
+// every input, clocked by its own clock `load`, and the NPU's port names. Writing an input port
+// of the model therefore changes nothing yet; the NPU sees the value once `load` rises. That keeps
+// every input out of Verilator's input-combinational region, which it evaluates on every eval(),
+// so the NPU's logic is evaluated once per cycle instead of three times.
+//
 // One cycle (tick): the DRAM model and the host have set the NPU's inputs for this cycle and the
 // model's outputs are settled; every channel whose valid and ready are both high transfers at the
-// rising edge. The model is clocked (posedge), the DRAM model takes the transfers and computes its
-// outputs for the next cycle, and the model is evaluated with clk low.
+// rising edge. The DRAM model takes the transfers and computes the inputs of the next cycle
+// (it needs nothing from the model for that), writes them to the input ports, and the model is
+// clocked once with `clk` and `load` rising together: the NPU's registers sample this cycle's
+// inputs, the input registers take the next cycle's. Then both clocks fall (an evaluation with
+// nothing to do).
+// An input the host changes in the middle of a cycle (an AXI4-Lite request, the reset) reaches
+// the NPU by `load` rising alone (load_inputs), exactly as if the port had changed: the NPU sees
+// the same input values in every cycle as with its ports driven directly, and the CYCLES counter
+// and every handshake are the same.
 
 #include "Vnpu.h"
 #include "verilated.h"
@@ -134,6 +147,17 @@ struct NpuSim {
 #endif
     }
 
+    // The inputs just written to the input ports reach the NPU now, in the middle of the cycle
+    // (the input registers' clock `load` rises alone; the NPU's clock does not), and the model's
+    // outputs settle: for changes the host makes between edges, which a port sees at once.
+    void load_inputs() {
+        top->load = 1;
+        top->eval();
+        top->load = 0;
+        top->eval();
+        inputs_pending = false;
+    }
+
     void tick() {
         Vnpu& t = *top;
         // Transfers at this rising edge, from the settled valid/ready pairs.
@@ -165,9 +189,9 @@ struct NpuSim {
             host_rdata = t.s_axil_rdata;
             host_rresp = t.s_axil_rresp;
         }
-
-        t.clk = 1;
-        eval_trace(2 * cycle + 1);
+        // An input written since the last edge without an evaluation (the reset) acts at this edge.
+        if (inputs_pending) load_inputs();
+        const uint64_t edge_time = 2 * cycle + 1;
         ++cycle;
 
         // The DRAM model takes the transfers.
@@ -203,7 +227,8 @@ struct NpuSim {
         if (host_w_taken) host_w = false;
         if (host_ar_taken) host_ar = false;
 
-        // Inputs for the next cycle.
+        // Inputs for the next cycle, on the wrapper's input ports: its input registers take them
+        // at this edge, so the NPU sees them from this edge on.
         read_credit = std::min<uint32_t>(read_credit + bytes_per_cycle, 2 * AXI_BYTES);
         write_credit = std::min<uint32_t>(write_credit + bytes_per_cycle, 2 * AXI_BYTES);
         const bool read_beat = !reads.empty() && reads.front().ready_at <= cycle &&
@@ -233,17 +258,27 @@ struct NpuSim {
         t.s_axil_awvalid = host_aw;
         t.s_axil_wvalid = host_w;
         t.s_axil_arvalid = host_ar;
+
+        // The edge: the NPU's registers and the input registers together, one evaluation.
+        t.clk = 1;
+        t.load = 1;
+        eval_trace(edge_time);
         t.clk = 0;
+        t.load = 0;
         eval_trace(2 * cycle);
     }
 
     bool host_b_seen = false, host_r_seen = false;
     uint32_t host_bresp = 0, host_rresp = 0, host_rdata = 0;
 
+    bool inputs_pending = false;  // an input port written that the NPU has not seen yet
+
     void reset(int cycles) {
         top->rst = 1;
+        inputs_pending = true;
         for (int i = 0; i < cycles; ++i) tick();
         top->rst = 0;
+        inputs_pending = true;
         tick();
     }
 };
@@ -263,7 +298,8 @@ NpuSim* npu_sim_create(uint64_t dram_bytes) {
     t.s_axil_wstrb = 0xF;
     t.s_axil_bready = 1;
     t.s_axil_rready = 1;
-    t.eval();
+    t.load = 0;
+    sim->load_inputs();
     sim->reset(4);
     return sim;
 }
@@ -358,11 +394,11 @@ int npu_sim_reg_write(NpuSim* sim, uint32_t address, uint32_t value, uint32_t li
     sim->host_aw = sim->host_w = true;
     sim->host_b_seen = false;
     t.s_axil_awvalid = t.s_axil_wvalid = 1;
-    t.eval();
+    sim->load_inputs();
     for (uint32_t i = 0; i < limit && !sim->host_b_seen; ++i) sim->tick();
     sim->host_aw = sim->host_w = false;
     t.s_axil_awvalid = t.s_axil_wvalid = 0;
-    t.eval();
+    sim->load_inputs();
     return sim->host_b_seen ? int(sim->host_bresp) : -1;
 }
 
@@ -373,11 +409,11 @@ int npu_sim_reg_read(NpuSim* sim, uint32_t address, uint32_t* value, uint32_t li
     sim->host_ar = true;
     sim->host_r_seen = false;
     t.s_axil_arvalid = 1;
-    t.eval();
+    sim->load_inputs();
     for (uint32_t i = 0; i < limit && !sim->host_r_seen; ++i) sim->tick();
     sim->host_ar = false;
     t.s_axil_arvalid = 0;
-    t.eval();
+    sim->load_inputs();
     *value = sim->host_rdata;
     return sim->host_r_seen ? int(sim->host_rresp) : -1;
 }

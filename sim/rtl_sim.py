@@ -2,14 +2,25 @@
 (``sim/npu_harness.cpp``: DRAM model, AXI4-Lite host, run-until-IRQ) in one shared library,
 loaded with ctypes. No Python runs per cycle.
 
+The model's top level is ``npu_sim`` (:mod:`sim.sim_wrapper`): the ``npu`` with registered inputs,
+so that Verilator evaluates the NPU's logic once per clock cycle; the harness drives it so that the
+NPU sees exactly the inputs it would see with its own ports driven (same cycles, same counters).
+
 The library is built on first use and cached under ``.npu_cache/rtl_sim/`` by a hash of the
 NPU's Verilog (which covers the configuration and every RTL and golden source it is built from),
-the harness source and the build flags; a change to any of them builds a new one. A build takes
-about a minute (``small``) to a few (``default``), once; a message on stderr says so. Tracing
-(FST waveforms) is a separate build, made only when a trace is asked for.
+the wrapper generator, the harness source and the build flags; a change to any of them builds a
+new one. A cold build takes about 20 s (``tiny``) to 45 s (``default``) on an idle 2-core machine,
+once; a message on stderr says so. Tracing (FST waveforms) is a separate build, made only when a
+trace is asked for.
 
 Verilator runs single-threaded (threads are much slower on these 2-core machines) and only the
-ports are visible (no ``--public-flat-rw``).
+ports are visible (no ``--public-flat-rw``). The build flags trade a little model speed for a much
+shorter build (docs/simulation.md has the measurements): ``-fno-merge-cond-motion`` (Verilator's
+statement motion for merging conditions took 40 of its 57 s on ``default``; the merging itself
+stays), ``--output-split-cfuncs 1000`` (functions of at most about 1000 statements: g++ compiles
+the model several times faster; smaller splits make the model slower), ``-O3`` for the code that
+runs every cycle and ``-O0`` for the code that runs once (construction, initial values, the first
+settling of the combinational logic: about half of the C++).
 """
 
 from __future__ import annotations
@@ -25,7 +36,9 @@ from pathlib import Path
 
 from golden.config import NpuConfig
 
+from . import sim_wrapper
 from .cocotb_runner import VERILATOR_WARNINGS
+from .sim_wrapper import WRAPPER_TOP, wrapper_verilog, zero_fill_loops
 from .toolchain import ToolchainError, cache_dir, verilator_env
 from .verilog import generate_verilog
 
@@ -36,8 +49,12 @@ LIBRARY = "libnpusim.so"
 
 VERILATOR_FLAGS = ("--cc", "--exe", "--build", "-O3", "--x-assign", "fast", "--x-initial", "fast",
                    "--noassert", "-Wno-fatal", *(f"-Wno-{w}" for w in VERILATOR_WARNINGS),
-                   "--top-module", "npu", "-j", "2")
-CXX_FLAGS = ("-fPIC", "-O2")  # -O2 after verilated.mk's OPT_FAST (-Os) on the command line wins
+                   "--top-module", WRAPPER_TOP, "--prefix", "Vnpu", "-j", "2",
+                   "-fno-merge-cond-motion", "--output-split-cfuncs", "1000")
+#: verilated.mk's optimisation levels: OPT_FAST for the code that runs every cycle (and the
+#: harness), OPT_SLOW for the code that runs once, OPT_GLOBAL for Verilator's runtime library.
+MAKE_FLAGS = ("OPT_FAST=-O3", "OPT_SLOW=-O0", "OPT_GLOBAL=-O2")
+CXX_FLAGS = ("-fPIC",)
 
 #: AXI response codes by name (the harness's error injection answers one of them).
 AXI_RESP = {"OKAY": 0, "EXOKAY": 1, "SLVERR": 2, "DECERR": 3}
@@ -45,31 +62,41 @@ AXI_RESP = {"OKAY": 0, "EXOKAY": 1, "SLVERR": 2, "DECERR": 3}
 
 def _build_key(verilog_text: str, config: NpuConfig, trace: bool) -> str:
     digest = hashlib.sha256()
-    for part in (verilog_text, HARNESS.read_text(), VERILATOR_FLAGS, CXX_FLAGS,
-                 config.axi_data_bytes, trace):
+    for part in (verilog_text, Path(sim_wrapper.__file__).read_text(), HARNESS.read_text(),
+                 VERILATOR_FLAGS, MAKE_FLAGS, CXX_FLAGS, config.axi_data_bytes, trace):
         digest.update(repr(part).encode() + b"\0")
     return digest.hexdigest()[:16]
 
 
-def simulator_library(config: NpuConfig, *, trace: bool = False) -> Path:
-    """Where the shared library of the NPU in ``config`` is (or will be) cached."""
-    from rtl.npu import Npu
-
+def _npu_verilog(config: NpuConfig) -> str:
+    """The text of the NPU's Verilog (generated once per design and configuration, cached)."""
     if not isinstance(config, NpuConfig):
         raise TypeError(f"Config must be an NpuConfig, not {config!r}")
-    verilog = generate_verilog(lambda: Npu(config), name="npu", key=("Npu", config))
+
+    def npu():
+        from rtl.npu import Npu  # only when the Verilog is not cached yet
+
+        return Npu(config)
+
+    return generate_verilog(npu, name="npu", key=("Npu", config)).read_text()
+
+
+def _library(config: NpuConfig, text: str, trace: bool) -> Path:
     flavour = "trace" if trace else "fast"
-    key = _build_key(verilog.read_text(), config, trace)
+    key = _build_key(text, config, trace)
     return cache_dir() / "rtl_sim" / f"npu-{config.name}-{flavour}-{key}" / "obj" / LIBRARY
+
+
+def simulator_library(config: NpuConfig, *, trace: bool = False) -> Path:
+    """Where the shared library of the NPU in ``config`` is (or will be) cached."""
+    return _library(config, _npu_verilog(config), trace)
 
 
 def build_simulator(config: NpuConfig, *, trace: bool = False, quiet: bool = False) -> Path:
     """The shared library of the NPU in ``config`` (built now if it is not cached yet)."""
-    from rtl.npu import Npu
-
-    library = simulator_library(config, trace=trace)
+    text = _npu_verilog(config)
+    library = _library(config, text, trace)
     build_dir = library.parent.parent
-    text = generate_verilog(lambda: Npu(config), name="npu", key=("Npu", config)).read_text()
     if library.exists():
         return library
     build_dir.mkdir(parents=True, exist_ok=True)
@@ -84,18 +111,20 @@ def build_simulator(config: NpuConfig, *, trace: bool = False, quiet: bool = Fal
         if not quiet:
             print(f"Building the Verilator model of the {config.name} NPU "
                   f"({config.rows}x{config.cols}{', with FST tracing' if trace else ''}); this "
-                  f"takes a minute or more, once (cached in {build_dir})...",
+                  f"takes up to a minute or two, once (cached in {build_dir})...",
                   file=sys.stderr, flush=True)
         start = time.perf_counter()
-        source = build_dir / "npu.v"
-        source.write_text(text)
+        source, wrapper = build_dir / "npu.v", build_dir / f"{WRAPPER_TOP}.v"
+        source.write_text(zero_fill_loops(text))
+        wrapper.write_text(wrapper_verilog(text))
         cxx = [*CXX_FLAGS, f"-DAXI_BYTES={config.axi_data_bytes}"]
         trace_args = ["--trace-fst"] if trace else []
         if trace:
             cxx.append("-DNPU_TRACE")
         command = ["verilator", *VERILATOR_FLAGS, *trace_args, "-Mdir", "obj", "-o", LIBRARY,
                    *(arg for flag in cxx for arg in ("-CFLAGS", flag)),
-                   "-LDFLAGS", "-shared", str(source), str(HARNESS)]
+                   *(arg for flag in MAKE_FLAGS for arg in ("-MAKEFLAGS", flag)),
+                   "-LDFLAGS", "-shared", str(source), str(wrapper), str(HARNESS)]
         result = subprocess.run(command, cwd=build_dir, env=env, capture_output=True, text=True)
         if result.returncode != 0 or not library.exists():
             log = build_dir / "build.log"
