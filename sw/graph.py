@@ -170,10 +170,6 @@ class Add:
     op: str = "Add"
     macs: int = 0
 
-    @property
-    def input(self) -> Tensor:
-        return self.a
-
 
 @dataclass(eq=False)
 class MaxPool:

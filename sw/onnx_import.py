@@ -68,8 +68,6 @@ class _FloatInput:
 class _Pending:
     """A float op over dequantised values, waiting for its QuantizeLinear."""
 
-    node: object
-    op: str
     build: object                      # callable(output name, quantisation, clips) -> layer
     clips: list = field(default_factory=list)  # (lo, hi) float bounds of Relu/Clip after it
 
@@ -255,7 +253,7 @@ class _Importer:
                 hi = min(hi, int(y_quant.to_stored(y_quant.quantize(np.float32(high)))))
         return lo, max(lo, hi)
 
-    def pool_attributes(self, node, attributes, spatial):
+    def pool_attributes(self, node, attributes):
         kernel = tuple(attributes.get("kernel_shape", []))
         if len(kernel) != 2:
             self.fail(node, f"needs a 2D kernel_shape, not {kernel}")
@@ -272,7 +270,7 @@ class _Importer:
     def average_pool(self, node, x: Tensor, attributes, *, global_pool: bool):
         if global_pool:
             return dict(kernel=None, stride=(1, 1), pads=(0, 0, 0, 0), global_pool=True)
-        kernel, stride, pads = self.pool_attributes(node, attributes, x.onnx_shape[2:])
+        kernel, stride, pads = self.pool_attributes(node, attributes)
         if any(pads) and not attributes.get("count_include_pad", 0):
             self.fail(node, "average pooling with padding needs count_include_pad=1 (the NPU "
                             "divides every window by the kernel size)")
@@ -363,21 +361,21 @@ class _Importer:
             self.fail(node, "the bias must be quantised to int32")
         return bias.codes
 
-    def pending(self, node, op, build):
-        self.values[node.output[0]] = _Pending(node, op, build)
+    def pending(self, node, build):
+        self.values[node.output[0]] = _Pending(build)
 
     def op_Conv(self, node, attributes):
         x = self.dequantized(node, node.input[0])
         w = self.quant_const(node, node.input[1], "the weights")
         bias = self.bias_codes(node, node.input[2] if len(node.input) > 2 else None)
-        self.pending(node, "Conv", lambda out, yq, clips: self.conv_layer(
+        self.pending(node, lambda out, yq, clips: self.conv_layer(
             node, x=x, w_codes=w.codes, w_scale=w.scale, w_zp=w.zero_point, bias=bias,
             output_name=out, y_quant=yq, clip=clips, attributes=attributes))
 
     def op_MatMul(self, node, attributes):
         x = self.dequantized(node, node.input[0])
         w = self.quant_const(node, node.input[1], "the second MatMul operand")
-        self.pending(node, "MatMul", lambda out, yq, clips: self.dense_layer(
+        self.pending(node, lambda out, yq, clips: self.dense_layer(
             node, x=x, w_codes=w.codes, w_scale=w.scale, w_zp=w.zero_point, w_axis=1, bias=None,
             output_name=out, y_quant=yq, clip=clips))
 
@@ -388,7 +386,7 @@ class _Importer:
         bias = self.bias_codes(node, node.input[2] if len(node.input) > 2 else None)
         trans = int(attributes.get("transB", 0))
         codes, zp = (w.codes.T, w.zero_point) if trans else (w.codes, w.zero_point)
-        self.pending(node, "Gemm", lambda out, yq, clips: self.dense_layer(
+        self.pending(node, lambda out, yq, clips: self.dense_layer(
             node, x=x, w_codes=codes, w_scale=w.scale, w_zp=zp, w_axis=1, bias=bias,
             output_name=out, y_quant=yq, clip=clips))
 
@@ -401,7 +399,7 @@ class _Importer:
     def op_Add(self, node, attributes):
         a = self.dequantized(node, node.input[0])
         b = self.dequantized(node, node.input[1])
-        self.pending(node, "Add", lambda out, yq, clips: self.add_layer(
+        self.pending(node, lambda out, yq, clips: self.add_layer(
             node, a, b, out, yq, clips))
 
     def add_layer(self, node, a: Tensor, b: Tensor, output_name, y_quant, clips) -> Add:
@@ -414,13 +412,13 @@ class _Importer:
 
     def op_GlobalAveragePool(self, node, attributes):
         x = self.dequantized(node, node.input[0])
-        self.pending(node, "GlobalAveragePool", lambda out, yq, clips: self.pool_layer(
+        self.pending(node, lambda out, yq, clips: self.pool_layer(
             node, x=x, output_name=out, y_quant=yq, clip=clips,
             **self.average_pool(node, x, attributes, global_pool=True)))
 
     def op_AveragePool(self, node, attributes):
         x = self.dequantized(node, node.input[0])
-        self.pending(node, "AveragePool", lambda out, yq, clips: self.pool_layer(
+        self.pending(node, lambda out, yq, clips: self.pool_layer(
             node, x=x, output_name=out, y_quant=yq, clip=clips,
             **self.average_pool(node, x, attributes, global_pool=False)))
 
@@ -452,8 +450,7 @@ class _Importer:
         if not isinstance(source, _Pending):
             self.fail(node, "a Relu or Clip must follow a Conv, MatMul, Gemm, Add or pooling "
                             "between DequantizeLinear and QuantizeLinear")
-        self.values[node.output[0]] = _Pending(source.node, source.op, source.build,
-                                               source.clips + [(low, high)])
+        self.values[node.output[0]] = _Pending(source.build, source.clips + [(low, high)])
 
     # QOperator --------------------------------------------------------------------------------
     def op_QLinearConv(self, node, attributes):
@@ -545,7 +542,7 @@ class _Importer:
         x = value.tensor
         if len(x.onnx_shape) != 4:
             self.fail(node, "needs an NCHW input")
-        kernel, stride, pads = self.pool_attributes(node, attributes, x.onnx_shape[2:])
+        kernel, stride, pads = self.pool_attributes(node, attributes)
         if max(pads[0], pads[2]) >= kernel[0] or max(pads[1], pads[3]) >= kernel[1]:
             self.fail(node, "padding must be smaller than the kernel")
         n, c, h, w = x.onnx_shape
