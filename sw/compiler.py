@@ -33,7 +33,7 @@ from golden.config import NpuConfig
 from golden.isa import Instruction, Memory, Opcode, RequantMode, VectorFunct, encode_program
 from golden.machine import parameter_rows
 
-from .graph import Add, Conv, Layer, MaxPool, Network, Tensor
+from .graph import Add, Attention, Conv, Gelu, Layer, LayerNorm, MaxPool, Network, Tensor
 
 __all__ = ["REQUANT_MODES", "CompileError", "Step", "pipeline", "DramImage", "CompiledLayer",
            "CompiledModel", "compile_network", "layer_bounds"]
@@ -191,6 +191,7 @@ class _Lowering:
         self.addresses = addresses
         self.mode = mode
         self.plan: dict = {}  # how the last layer was cut: tile, K-part, weights resident
+        self.mask_offsets: dict[str, int] = {}  # attention layer -> its mask bias in DRAM
 
     def address(self, tensor: Tensor) -> int:
         return self.addresses[id(tensor)]
@@ -535,9 +536,17 @@ class _Lowering:
         return steps
 
     def lower(self, layer: Layer) -> list[Instruction]:
+        from . import transformer_lowering as transformer
+
         self.plan = {}
-        if isinstance(layer, Conv):
+        if isinstance(layer, Conv) and layer.output.channel_major:
+            steps = transformer.linear_channel_major(self, layer)
+        elif isinstance(layer, Conv):
             steps = self.conv(layer)
+        elif isinstance(layer, Attention):
+            steps = transformer.attention(self, layer)
+        elif isinstance(layer, (LayerNorm, Gelu)):
+            steps = transformer.row_op(self, layer)
         elif isinstance(layer, MaxPool):
             steps = self.max_pool(layer)
         elif isinstance(layer, Add):
@@ -559,6 +568,8 @@ def layer_bounds(config: NpuConfig, layer: Layer) -> dict[str, int]:
         moved = layer.input.size + layer.output.size + layer.weights.size + 4 * layer.bias.size
     elif isinstance(layer, Add):
         moved = layer.a.size + layer.b.size + layer.output.size
+    elif isinstance(layer, Attention):
+        moved = layer.q.size + layer.k.size + layer.v.size + layer.output.size
     else:
         moved = layer.input.size + layer.output.size
     bandwidth = _ceil_div(moved, config.axi_data_bytes)
@@ -599,9 +610,26 @@ class CompiledModel:
     image: DramImage
     addresses: dict[int, int]
     layers: list[CompiledLayer]
+    #: Attention layer name -> DRAM offset of its additive mask (int32, per image and key).
+    mask_offsets: dict[str, int] = field(default_factory=dict)
 
     def address(self, tensor: Tensor) -> int:
         return self.addresses[id(tensor)]
+
+    def host_segments(self, host_values: dict[str, np.ndarray], *, batch: int
+                      ) -> list[tuple[int, bytes]]:
+        """What the host writes before the first layer, as (offset, bytes): the attention
+        masks from the host part of the graph (``Network.host_model``) in accumulator steps."""
+        from .transformer_lowering import mask_bias
+
+        segments = []
+        for compiled in self.layers:
+            layer = compiled.layer
+            if isinstance(layer, Attention) and layer.mask is not None:
+                bias = mask_bias(layer, host_values[layer.mask], batch=batch,
+                                 cols=self.config.cols)
+                segments.append((self.mask_offsets[layer.name], bias.tobytes()))
+        return segments
 
     def relocated(self, base: int) -> list[tuple[int, bytes]]:
         """The DRAM image as (address, bytes) segments, programs included, placed at ``base``."""
@@ -634,4 +662,4 @@ def compile_network(network: Network, config: NpuConfig, *, requant: str = "fp32
                                     instructions=instructions, program_offset=program_offset,
                                     bounds=layer_bounds(config, layer), plan=lowering.plan))
     return CompiledModel(config=config, network=network, mode=requant, image=image,
-                         addresses=addresses, layers=layers)
+                         addresses=addresses, layers=layers, mask_offsets=lowering.mask_offsets)

@@ -110,13 +110,37 @@ class LoadedModel:
     def address(self, tensor) -> int:
         return self.base + self.compiled.address(tensor)
 
-    def run_codes(self, codes: np.ndarray, *,
+    def host_values(self, host_inputs: dict[str, np.ndarray] | None) -> dict[str, np.ndarray]:
+        """The host part of the graph (the attention mask from ``attention_mask``), evaluated by
+        onnxruntime before the first layer."""
+        model = self.compiled.network.host_model
+        if model is None:
+            return {}
+        import onnxruntime
+
+        host_inputs = host_inputs or {}
+        names = [i.name for i in model.graph.input]
+        missing = [name for name in names if name not in host_inputs]
+        if missing:
+            raise ValueError(f"The model also needs input {', '.join(map(repr, missing))} "
+                             f"(e.g. the attention mask): pass it with --input NAME=FILE.npy "
+                             f"or in an .npz file")
+        session = onnxruntime.InferenceSession(model.SerializeToString(),
+                                               providers=["CPUExecutionProvider"])
+        values = session.run(None, {name: np.asarray(host_inputs[name]) for name in names})
+        return dict(zip([o.name for o in model.graph.output], values))
+
+    def run_codes(self, codes: np.ndarray, *, host_inputs: dict[str, np.ndarray] | None = None,
                   progress: Callable[[int, int, LayerReport], None] | None = None
                   ) -> tuple[np.ndarray, RunReport]:
-        """Quantised input codes (ONNX layout) -> quantised output codes, and the report."""
+        """Quantised input codes (ONNX layout) -> quantised output codes, and the report.
+        ``host_inputs``: the model's other inputs (float, e.g. ``attention_mask``)."""
         network = self.compiled.network
         self.device.write_dram(self.address(network.input),
                                network.input.to_storage(codes).tobytes())
+        for offset, data in self.compiled.host_segments(self.host_values(host_inputs),
+                                                        batch=codes.shape[0]):
+            self.device.write_dram(self.base + offset, data)
         reports = []
         count = len(self.compiled.layers)
         for index, compiled_layer in enumerate(self.compiled.layers):
@@ -141,10 +165,12 @@ class LoadedModel:
 
 
 def run_onnx(model, x: np.ndarray, *, backend: str = "golden", config="default",
-             requant: str = "fp32", trace=None, progress=None, quiet: bool = False
+             requant: str = "fp32", trace=None, progress=None, quiet: bool = False,
+             host_inputs: dict[str, np.ndarray] | None = None
              ) -> tuple[np.ndarray, RunReport, CompiledModel]:
     """Import, compile and run an int8 ONNX model on a new device: the float output (as
-    onnxruntime returns it), the per-layer report and the compiled model."""
+    onnxruntime returns it), the per-layer report and the compiled model. ``host_inputs``: the
+    model's other inputs (e.g. ``attention_mask``)."""
     from golden.config import get_config
 
     from .compiler import compile_network
@@ -159,5 +185,6 @@ def run_onnx(model, x: np.ndarray, *, backend: str = "golden", config="default",
     compiled = compile_network(network, config, requant=requant)
     with open_device(backend, config, dram_size=dram_size_for(compiled), trace=trace,
                      quiet=quiet) as device:
-        y, report = LoadedModel(compiled, device).run(x, progress=progress)
+        y, report = LoadedModel(compiled, device).run(x, progress=progress,
+                                                      host_inputs=host_inputs)
     return y, report, compiled

@@ -15,7 +15,8 @@ import numpy as np
 
 from golden.quant import check_array
 
-__all__ = ["Quantization", "Tensor", "Conv", "Add", "MaxPool", "Layer", "Network"]
+__all__ = ["Quantization", "Tensor", "Conv", "Add", "MaxPool", "Attention", "LayerNorm", "Gelu",
+           "Layer", "Network"]
 
 
 @dataclass(frozen=True)
@@ -68,7 +69,9 @@ class Quantization:
 class Tensor:
     """An activation in DRAM: NHWC int8, ``shape`` = (N, H, W, C).
 
-    ``onnx_shape`` is the shape the model sees. A tensor flattened from (N, C, H, W) keeps its
+    ``onnx_shape`` is the shape the model sees; a sequence (N, S, C) is stored as (N, 1, S, C).
+    A ``channel_major`` sequence is stored transposed, (N, C, S): the layout of the value
+    projection that attention reads as the weights of ``P @ V``. A tensor flattened from (N, C, H, W) keeps its
     NHWC storage; ``flattened_from`` = (C, H, W) records it, so that a following dense layer
     permutes its weights instead of the data moving.
     """
@@ -80,6 +83,7 @@ class Tensor:
     flattened_from: tuple[int, int, int] | None = None
     #: A view (Flatten, Reshape) shares the DRAM of the tensor it views.
     base: Tensor | None = None
+    channel_major: bool = False
 
     @property
     def storage(self) -> Tensor:
@@ -95,7 +99,9 @@ class Tensor:
             raise ValueError(f"Tensor {self.name!r} must have shape {self.onnx_shape}, "
                              f"not {tuple(q.shape)}")
         stored = self.quant.to_stored(q)
-        if len(self.onnx_shape) == 4:
+        if self.channel_major:
+            stored = stored.transpose(0, 2, 1)
+        elif len(self.onnx_shape) == 4:
             stored = stored.transpose(0, 2, 3, 1)
         elif self.flattened_from is not None:
             c, h, w = self.flattened_from
@@ -104,8 +110,11 @@ class Tensor:
 
     def from_storage(self, stored: np.ndarray) -> np.ndarray:
         """NHWC int8 bytes -> ONNX-layout codes."""
-        stored = stored.reshape(self.shape)
-        if len(self.onnx_shape) == 4:
+        if self.channel_major:
+            n, _, s, c = self.shape
+            stored = stored.reshape(n, c, s).transpose(0, 2, 1)
+        elif len(self.onnx_shape) == 4:
+            stored = stored.reshape(self.shape)
             stored = stored.transpose(0, 3, 1, 2)
         elif self.flattened_from is not None:
             c, h, w = self.flattened_from
@@ -185,7 +194,61 @@ class MaxPool:
     macs: int = 0
 
 
-Layer = Conv | Add | MaxPool
+@dataclass(eq=False)
+class Attention:
+    """The core of multi-head attention, ``softmax(Q K^T * scale + mask) @ V`` for every head.
+
+    ``q`` and ``k`` are (N, S, H) token-major, ``v`` the same shape stored ``channel_major``;
+    head ``h`` is channels ``h * H / heads`` onwards of each. ``score_scale`` is the real value
+    of one accumulator step of ``Q K^T`` including the 1/sqrt(d) factor (what the softmax reads);
+    ``probs`` the quantisation of the softmax output (the graph's); ``output`` (N, S, H) has the
+    heads merged. ``mask`` names the host-computed additive mask value (N, 1, 1, S) in the ONNX
+    graph, or None.
+    """
+
+    name: str
+    q: Tensor
+    k: Tensor
+    v: Tensor
+    output: Tensor
+    heads: int
+    score_scale: float
+    probs: Quantization
+    mask: str | None = None
+    op: str = "Attention"
+
+    @property
+    def macs(self) -> int:
+        n, _, s, h = self.output.shape
+        return 2 * n * s * s * h
+
+
+@dataclass(eq=False)
+class LayerNorm:
+    """Layer normalisation over the channels of every token (``golden.intops.layernorm``)."""
+
+    name: str
+    input: Tensor
+    output: Tensor
+    gamma: np.ndarray
+    beta: np.ndarray
+    epsilon: float
+    op: str = "LayerNormalization"
+    macs: int = 0
+
+
+@dataclass(eq=False)
+class Gelu:
+    """GELU elementwise (``golden.intops.gelu``)."""
+
+    name: str
+    input: Tensor
+    output: Tensor
+    op: str = "Gelu"
+    macs: int = 0
+
+
+Layer = Conv | Add | MaxPool | Attention | LayerNorm | Gelu
 
 
 @dataclass(eq=False)
@@ -202,6 +265,10 @@ class Network:
     output_float: bool = True
     #: True when the graph's input is float (a QuantizeLinear at the edge).
     input_float: bool = True
+    #: The part of the ONNX graph the host evaluates before the first layer (the attention
+    #: mask from an ``attention_mask`` input): a model from the other graph inputs to the
+    #: values the layers name, or None.
+    host_model: object = None
 
     @property
     def tensors(self) -> list[Tensor]:
@@ -216,4 +283,6 @@ class Network:
 def _tensors(layer: Layer) -> list[Tensor]:
     if isinstance(layer, Add):
         return [layer.a, layer.b, layer.output]
+    if isinstance(layer, Attention):
+        return [layer.q, layer.k, layer.v, layer.output]
     return [layer.input, layer.output]
