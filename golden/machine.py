@@ -59,6 +59,7 @@ class Counters:
     busy_load: int = 0
     busy_compute: int = 0
     busy_store: int = 0
+    busy_vector: int = 0
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -434,6 +435,8 @@ class _RunState:
             self.results_ready = end = end + self.machine.cost.matmul_drain
         setattr(self.counters, f"busy_{unit.name.lower()}",
                 getattr(self.counters, f"busy_{unit.name.lower()}") + cycles)
+        if ins.opcode == Opcode.VECTOR:
+            self.counters.busy_vector += cycles
         self.counters.instructions += 1
         for q in pushes:
             self.tokens[q].append(end)

@@ -112,6 +112,8 @@ COUNTERS: tuple[Counter, ...] = (
             "dram_read_bytes", "axi_data_bytes"),
     Counter("DRAM_WRITE_BYTES", "bytes written to DRAM", "dram_write_bytes", "axi_data_bytes"),
     Counter("INSTRUCTIONS", "instructions retired", "instructions", 3),
+    Counter("BUSY_VECTOR", "cycles in which the compute unit executes a VECTOR instruction "
+            "(part of BUSY_COMPUTE)", "busy_vector"),
 )
 
 #: Byte offset of the first counter register; counter i is at COUNTER_BASE + 8 i (LO), + 4 (HI).

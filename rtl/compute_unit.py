@@ -75,6 +75,7 @@ class ComputeUnit(wiring.Component):
             "accumulate": Out(stream.Signature(accumulate_layout(config))),
             "flush": In(1),
             "idle": Out(1),
+            "vector_busy": Out(1),
             "macs": Out(range(config.rows * config.cols + 1)),
         })
 
@@ -298,6 +299,7 @@ class ComputeUnit(wiring.Component):
 
         m.d.comb += [
             self.macs.eq(Mux(array.inputs.valid & array.inputs.ready, rows * cols, 0)),
+            self.vector_busy.eq(vector_active),
             self.idle.eq(weights_fsm.ongoing("IDLE") & pipeline_empty & ~vector_active
                          & ~stage_done_valid & ~w_beat_valid),
         ]

@@ -276,7 +276,8 @@ class Npu(wiring.Component):
                 give_tokens("compute", push_fifo.r_data[0], push_fifo.r_data[1])
         m.d.comb += push_fifo.r_en.eq(compute.done.valid | flush)
         retired.append(compute_done & (compute.done.payload.error == ErrorCode.NONE))
-        m.d.comb += regs.events.busy_compute.eq(~compute.idle)
+        m.d.comb += [regs.events.busy_compute.eq(~compute.idle),
+                     regs.events.busy_vector.eq(compute.vector_busy)]
 
         # ---- dispatch -------------------------------------------------------------------------------
         incoming = fetch.instructions.payload

@@ -24,6 +24,8 @@ commands:
                                         simulated cycles/s of the Verilator model, build time
   npu bench cnn [--config NAME] [--backend rtl|golden] [--json FILE] [--plot FILE.png]
                                         conv layers of real networks: cycles, utilisation, bounds
+  npu bench transformer [--config NAME] [--backend rtl|golden] [--json FILE] [--plot FILE.png]
+                                        a BERT-style encoder layer at S = 16, 64, 128
   npu synth [--config NAME] [--target ecp5-85k|xc7a100t] [--json FILE]
                                         FPGA resources, Fmax and fit (yowasp yosys/nextpnr)
 """
@@ -176,6 +178,18 @@ def cmd_bench(args) -> int:
         from sim.bench_sim import bench_sim
 
         result = bench_sim(config, fresh=args.fresh)
+    elif args.suite == "transformer":
+        from sw.bench_transformer import bench_transformer, plot_transformer
+
+        print(f"npu bench transformer: one encoder layer (hidden 384, 12 heads, FFN 1536) on the "
+              f"{args.backend} backend of the {config.name} NPU ({config.rows}x{config.cols})",
+              file=sys.stderr)
+        result = bench_transformer(config, backend=args.backend)
+        if args.plot:
+            plot = Path(args.plot)
+            plot.parent.mkdir(parents=True, exist_ok=True)
+            plot_transformer(result, plot)
+            print(f"npu bench: wrote {plot}", file=sys.stderr)
     else:
         from sw.bench_cnn import bench_cnn, plot_utilisation
 
@@ -233,13 +247,18 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--compare", action="store_true",
                      help="also run onnxruntime on the input and report the difference")
     run.set_defaults(func=cmd_run)
-    bench = commands.add_parser("bench", help="benchmarks (sim: simulator speed, cnn: conv layers)")
-    bench.add_argument("suite", choices=["sim", "cnn"],
+    bench = commands.add_parser("bench", help="benchmarks (sim: simulator speed, cnn: conv "
+                                              "layers, transformer: an encoder layer)")
+    bench.add_argument("suite", choices=["sim", "cnn", "transformer"],
                        help="sim: cycles/s of the Verilator model and its build time; cnn: conv "
-                            "layers of ResNet/MobileNet against the performance bounds")
+                            "layers of ResNet/MobileNet against the performance bounds; "
+                            "transformer: a BERT-style encoder layer at sequence lengths 16, 64 "
+                            "and 128, and the vector unit's softmax/layernorm/GELU throughput")
     bench.add_argument("--backend", default="rtl", choices=["rtl", "golden"],
-                       help="cnn: rtl (measured cycles, default) or golden (cost-model estimate)")
-    bench.add_argument("--plot", metavar="FILE.png", help="cnn: plot utilisation per layer")
+                       help="cnn, transformer: rtl (measured cycles, default) or golden "
+                            "(cost-model estimate)")
+    bench.add_argument("--plot", metavar="FILE.png",
+                       help="cnn: utilisation per layer; transformer: matmul/vector cycles")
     _add_config(bench)
     bench.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     bench.add_argument("--fresh", action="store_true",

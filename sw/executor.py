@@ -23,6 +23,8 @@ class LayerReport:
     utilisation: float  # macs / (rows * cols * cycles)
     dram_read_bytes: int
     dram_write_bytes: int
+    compute_cycles: int  # cycles the compute unit was busy (MATMUL and VECTOR)
+    vector_cycles: int   # of which VECTOR (requantisation, softmax, layernorm, GELU, add, max)
     instructions: int
     bound_cycles: int
     naive_cycles: int | None
@@ -35,6 +37,8 @@ class LayerReport:
                    utilisation=macs / (stats.config.pes * stats.cycles) if stats.cycles else 0.0,
                    dram_read_bytes=stats.counters["dram_read_bytes"],
                    dram_write_bytes=stats.counters["dram_write_bytes"],
+                   compute_cycles=stats.counters["busy_compute"],
+                   vector_cycles=stats.counters["busy_vector"],
                    instructions=len(compiled.instructions),
                    bound_cycles=compiled.bounds["bound_cycles"],
                    naive_cycles=compiled.bounds.get("naive_cycles"))
