@@ -105,7 +105,7 @@ def bench_transformer(config: NpuConfig, *, backend: str = "rtl", sequences=TRAN
 
 def vector_throughput(config: NpuConfig, *, backend: str = "rtl", rows: int = 64) -> dict:
     """Cycles per row element of VECTOR SOFTMAX (rows of 128), LAYERNORM (rows of
-    min(384, vector_max_length)) and GELU, measured with the BUSY_VECTOR counter over ``rows``
+    min(384, vector_max_length)) and GELU (groups of 8 accumulator rows), measured with the BUSY_VECTOR counter over ``rows``
     rows of random accumulator values."""
     c = config.cols
     rng = np.random.default_rng(0)
@@ -115,7 +115,7 @@ def vector_throughput(config: NpuConfig, *, backend: str = "rtl", rows: int = 64
                     [intops.softmax_params(input_scale=1e-3, output_scale=1 / 256,
                                            output_zero_point=-128)]),
         "layernorm": (ln_length, VectorFunct.LAYERNORM, None),
-        "gelu": (c, VectorFunct.GELU,
+        "gelu": (8 * c, VectorFunct.GELU,
                  [intops.gelu_params(input_scale=1e-3, output_scale=0.03,
                                      output_zero_point=-100)]),
     }

@@ -17,7 +17,7 @@ commands:
   npu demo [--config NAME] [--backend rtl|golden] [--images N]
                                         the digits CNN on the RTL, against onnxruntime
   npu verilog [--config NAME] [-o FILE] one self-contained Verilog file, top module `npu`
-  npu run MODEL.onnx --input X.npy [--backend rtl|golden] [--config NAME] [--output Y.npy]
+  npu run MODEL.onnx --input [NAME=]X.npy [--backend rtl|golden] [--config NAME] [--output Y.npy]
           [--report FILE.json] [--trace FILE.fst] [--requant fp32|fixed] [--compare]
                                         run an int8 ONNX model on the NPU, per-layer table
   npu bench sim [--config NAME] [--json FILE] [--fresh]
@@ -101,14 +101,30 @@ def cmd_run(args) -> int:
     from sw.runtime import NpuError
 
     config = get_config(args.config)
-    input_path = Path(args.input)
-    if not input_path.is_file():
-        raise UserError(f"input file {args.input!r} does not exist (save one with numpy.save)")
-    x = np.load(input_path)
-    if x.dtype != np.float32:
-        raise UserError(f"{args.input}: the input must be float32 (as onnxruntime takes it), "
-                        f"not {x.dtype}; convert it with x.astype(numpy.float32)")
     model = load_model(args.model)
+    graph_inputs = [i.name for i in model.graph.input
+                    if i.name not in {init.name for init in model.graph.initializer}]
+    inputs: dict[str, np.ndarray] = {}
+    for item in args.input:
+        name, _, path = item.rpartition("=") if "=" in item else ("", "", item)
+        input_path = Path(path)
+        if not input_path.is_file():
+            raise UserError(f"input file {path!r} does not exist (save one with numpy.save)")
+        loaded = np.load(input_path)
+        arrays = dict(loaded) if isinstance(loaded, np.lib.npyio.NpzFile) \
+            else {name or graph_inputs[0]: loaded}
+        for key, value in arrays.items():
+            if key not in graph_inputs:
+                raise UserError(f"{path}: the model has no input {key!r}; its inputs are "
+                                f"{', '.join(graph_inputs)}")
+            if value.dtype != np.float32:
+                raise UserError(f"{path}: input {key!r} must be float32 (as onnxruntime takes "
+                                f"it), not {value.dtype}; convert it with x.astype(numpy.float32)")
+            inputs[key] = value
+    if graph_inputs[0] not in inputs:
+        raise UserError(f"the model's input {graph_inputs[0]!r} is missing: pass --input X.npy")
+    x = inputs[graph_inputs[0]]
+    host_inputs = {k: v for k, v in inputs.items() if k != graph_inputs[0]}
 
     def progress(done: int, total: int, layer) -> None:
         print(f"npu run: [{done}/{total}] {layer.name} ({layer.op}): {layer.cycles:,} cycles, "
@@ -118,8 +134,9 @@ def cmd_run(args) -> int:
           f"({config.rows}x{config.cols}), input {x.shape}", file=sys.stderr)
     try:
         y, report, compiled = run_onnx(model, x, backend=args.backend, config=config,
-                                       requant=args.requant, trace=args.trace, progress=progress)
-    except (OnnxImportError, CompileError) as error:
+                                       requant=args.requant, trace=args.trace, progress=progress,
+                                       host_inputs=host_inputs)
+    except (OnnxImportError, CompileError, ValueError) as error:
         raise UserError(f"{args.model}: {error}") from None
     except NpuError as error:
         raise UserError(f"the NPU stopped: {error}") from None
@@ -129,12 +146,15 @@ def cmd_run(args) -> int:
 
         session = ort.InferenceSession(model.SerializeToString(),
                                        providers=["CPUExecutionProvider"])
-        expected = session.run(None, {compiled.network.input_name: x})[0]
+        expected = session.run(None, inputs)[0]
         difference = np.abs(y.astype(np.float64) - expected.astype(np.float64))
         scale = float(compiled.network.output.quant.scale) if compiled.network.output_float else 1
+        cosine = float(np.dot(y.reshape(-1), expected.reshape(-1)) /
+                       (np.linalg.norm(y) * np.linalg.norm(expected)))
         print(f"onnxruntime: {'bit-exact' if np.array_equal(y, expected) else 'DIFFERS'} "
               f"(max |difference| {difference.max():.6g} = {difference.max() / scale:.3g} LSB, "
-              f"{np.count_nonzero(difference)} of {difference.size} values differ)")
+              f"{np.count_nonzero(difference)} of {difference.size} values differ, cosine "
+              f"similarity {cosine:.6f})")
     if args.output:
         output = Path(args.output)
         output.parent.mkdir(parents=True, exist_ok=True)
@@ -233,8 +253,10 @@ def build_parser() -> argparse.ArgumentParser:
     verilog.set_defaults(func=cmd_verilog)
     run = commands.add_parser("run", help="run an int8 ONNX model on the NPU")
     run.add_argument("model", metavar="MODEL.onnx", help="int8 model (onnxruntime quantize_static)")
-    run.add_argument("--input", required=True, metavar="X.npy", help="float32 input, as "
-                     "onnxruntime takes it")
+    run.add_argument("--input", required=True, action="append", metavar="[NAME=]X.npy",
+                     help="float32 input, as onnxruntime takes it: X.npy for the model's first "
+                          "input, NAME=X.npy for another (e.g. attention_mask=mask.npy), or an "
+                          ".npz with one array per input name; repeat for several")
     run.add_argument("--backend", default="rtl", choices=["rtl", "golden"],
                      help="rtl: the Verilator model; golden: the golden model (default: rtl)")
     _add_config(run)

@@ -145,62 +145,90 @@ def linear_channel_major(low, layer: Conv) -> list:
     x_zp = layer.input.quant.stored_zero_point
     bias = quant.fold_zero_point(layer.bias, layer.weights, x_zp)
     bias_rows = np.repeat(bias[:, None], c, axis=1).astype(np.int32)     # one row per channel
-    # One REQUANT group covers every channel of a token tile, so each row gets its own scale.
-    params = parameter_rows(cfg, *_requant_sections(low, np.repeat(layer.scale, c),
-                                                    np.repeat(layer.real_multiplier, c)))
-    w_offset = low.image.constant(w_rows)
-    bias_offset = low.image.constant(bias_rows)
-    params_offset = low.image.constant(params.astype(np.int32))
-
-    w_region, x_size = kc * cout, kc * c
-    x_bufs = (w_region, w_region + x_size)
-    out_bufs = (w_region + 2 * x_size, w_region + 2 * x_size + cout)
-    acc_bufs, prm = (0, cout), 2 * cout
-    _fits(low, layer, scratchpad=w_region + 2 * x_size + 2 * cout,
-          accumulator=2 * cout + len(params), what="the channel-major projection")
     if c - 1 > 15:
         _fail(layer, "the channel-major projection needs cols <= 16 (LOAD padding)")
-    low.plan = dict(tile=(1, c), weights_resident=True, channel_major=True)
+
+    # Output channels in blocks: all of them with the weights resident when they fit, else
+    # the largest block whose weights (streamed, two buffers) fit beside the token tiles.
+    def fits(block: int, resident: bool) -> bool:
+        weights = kc * cout if resident else 2 * kc * block
+        return weights + 2 * kc * c + 2 * block <= cfg.scratchpad_depth and \
+            2 * block + 2 * cout <= cfg.accumulator_depth
+
+    resident = fits(cout, True)
+    block = cout if resident else _largest(cout, lambda b: fits(b, False))
+    if not fits(block, resident):
+        _fits(low, layer, scratchpad=2 * kc * block + 2 * kc * c + 2 * block,
+              accumulator=2 * block + 2 * cout, what="the channel-major projection")
+    block = _ceil_div(cout, _ceil_div(cout, block))
+    blocks = [(first, min(block, cout - first)) for first in range(0, cout, block)]
+    # One REQUANT group covers a block's channels, so each row gets its own scale.
+    param_blocks = [parameter_rows(cfg, *_requant_sections(
+        low, np.repeat(layer.scale[first:first + size], c),
+        np.repeat(layer.real_multiplier[first:first + size], c))) for first, size in blocks]
+    param_starts = np.cumsum([0] + [len(p) for p in param_blocks[:-1]])
+    params = np.concatenate(param_blocks).astype(np.int32)
+    w_offset = low.image.constant(w_rows)
+    bias_offset = low.image.constant(bias_rows)
+    params_offset = low.image.constant(params)
+
+    w_region = kc * cout if resident else 2 * kc * block
+    x_bufs = (w_region, w_region + kc * c)
+    out_bufs = (w_region + 2 * kc * c, w_region + 2 * kc * c + block)
+    acc_bufs, prm = (0, block), 2 * block
+    low.plan = dict(tile=(1, c), channel_block=block, weights_resident=resident,
+                    channel_major=True)
 
     x_addr, y_addr = low.address(layer.input), low.address(layer.output)
     steps = []
     for image in range(n):
         for t0, tokens in [(t, min(c, seq - t)) for t in range(0, seq, c)]:
-            u = len(steps)
-            xb, ab, ob = x_bufs[u % 2], acc_bufs[u % 2], out_bufs[u % 2]
-            step = Step()
-            if u == 0:
-                step.loads += _load_contiguous_rows(mem=Memory.SCRATCHPAD, sram_addr=0,
-                                                    dram_addr=w_offset, rows=kc * cout,
-                                                    row_bytes=r, elem_len=r)
-                step.loads += _load_contiguous_rows(mem=Memory.ACCUMULATOR, sram_addr=prm,
-                                                    dram_addr=params_offset, rows=len(params),
-                                                    row_bytes=4 * c, elem_len=c)
-            # Token tile, chunk-major: chunk k of token t in row xb + k * c + t (a weight tile
-            # per chunk; the rows past the last token are padding, zero).
-            step.loads.append(Instruction(
-                Opcode.LOAD, mem=Memory.SCRATCHPAD, sram_addr=xb,
-                dram_addr=x_addr + (image * seq + t0) * k_in, rows=kc, cols=tokens, elem_len=r,
-                dram_row_stride=r, dram_elem_stride=k_in, pad_right=c - tokens))
-            step.loads += _load_contiguous_rows(mem=Memory.ACCUMULATOR, sram_addr=ab,
-                                                dram_addr=bias_offset, rows=cout,
-                                                row_bytes=4 * c, elem_len=c)
-            for k in range(kc):
-                step.computes += _matmul_walk(weight_addr=xb + k * c, input_addr=k * cout,
-                                              input_stride=1, acc_addr=ab, acc_stride=1,
-                                              count=cout)
-            step.computes.append(Instruction(
-                Opcode.VECTOR, funct=VectorFunct.REQUANT, mode=_requant_mode(low), outer_count=1,
-                inner_count=1, a_addr=ab, out_addr=ob, length=cout * c, param_addr=prm,
-                out_zp=layer.output.quant.stored_zero_point, clip_lo=layer.clip[0],
-                clip_hi=layer.clip[1]))
-            for first in range(0, cout, MAX_COUNT):
-                count = min(MAX_COUNT, cout - first)
-                step.stores.append(Instruction(
-                    Opcode.STORE, mem=Memory.SCRATCHPAD, sram_addr=ob + first,
-                    dram_addr=y_addr + (image * cout + first) * seq + t0, rows=1, cols=count,
-                    elem_len=tokens, dram_elem_stride=seq))
-            steps.append(step)
+            for b, (first, size) in enumerate(blocks):
+                u = len(steps)
+                xb, ab, ob = x_bufs[u % 2], acc_bufs[u % 2], out_bufs[u % 2]
+                step = Step()
+                if u == 0:
+                    if resident:
+                        step.loads += _load_contiguous_rows(
+                            mem=Memory.SCRATCHPAD, sram_addr=0, dram_addr=w_offset,
+                            rows=kc * cout, row_bytes=r, elem_len=r)
+                    step.loads += _load_contiguous_rows(
+                        mem=Memory.ACCUMULATOR, sram_addr=prm, dram_addr=params_offset,
+                        rows=len(params), row_bytes=4 * c, elem_len=c)
+                if resident:
+                    w_rows_at = [k * cout + first for k in range(kc)]
+                else:  # this block's rows of every chunk, chunk-major
+                    wb = (u % 2) * kc * block
+                    step.loads.append(Instruction(
+                        Opcode.LOAD, mem=Memory.SCRATCHPAD, sram_addr=wb,
+                        dram_addr=w_offset + first * r, rows=kc, cols=size, elem_len=r,
+                        dram_row_stride=cout * r, dram_elem_stride=r))
+                    w_rows_at = [wb + k * size for k in range(kc)]
+                # Token tile, chunk-major: chunk k of token t in row xb + k * c + t (a weight
+                # tile per chunk; the rows past the last token are padding, zero).
+                step.loads.append(Instruction(
+                    Opcode.LOAD, mem=Memory.SCRATCHPAD, sram_addr=xb,
+                    dram_addr=x_addr + (image * seq + t0) * k_in, rows=kc, cols=tokens,
+                    elem_len=r, dram_row_stride=r, dram_elem_stride=k_in, pad_right=c - tokens))
+                step.loads += _load_contiguous_rows(mem=Memory.ACCUMULATOR, sram_addr=ab,
+                                                    dram_addr=bias_offset + 4 * c * first,
+                                                    rows=size, row_bytes=4 * c, elem_len=c)
+                for k in range(kc):
+                    step.computes += _matmul_walk(weight_addr=xb + k * c, input_addr=w_rows_at[k],
+                                                  input_stride=1, acc_addr=ab, acc_stride=1,
+                                                  count=size)
+                step.computes.append(Instruction(
+                    Opcode.VECTOR, funct=VectorFunct.REQUANT, mode=_requant_mode(low),
+                    outer_count=1, inner_count=1, a_addr=ab, out_addr=ob, length=size * c,
+                    param_addr=prm + int(param_starts[b]),
+                    out_zp=layer.output.quant.stored_zero_point, clip_lo=layer.clip[0],
+                    clip_hi=layer.clip[1]))
+                for part, count in [(p, min(MAX_COUNT, size - p)) for p in range(0, size, MAX_COUNT)]:
+                    step.stores.append(Instruction(
+                        Opcode.STORE, mem=Memory.SCRATCHPAD, sram_addr=ob + part,
+                        dram_addr=y_addr + (image * cout + first + part) * seq + t0, rows=1,
+                        cols=count, elem_len=tokens, dram_elem_stride=seq))
+                steps.append(step)
     return steps
 
 
