@@ -18,7 +18,8 @@ commands:
                                         the digits CNN on the RTL, against onnxruntime
   npu verilog [--config NAME] [-o FILE] one self-contained Verilog file, top module `npu`
   npu run MODEL.onnx --input [NAME=]X.npy [--backend rtl|golden] [--config NAME] [--output Y.npy]
-          [--report FILE.json] [--trace FILE.fst] [--requant fp32|fixed] [--compare]
+          [--report FILE.json] [--trace FILE.fst] [--requant fp32|fixed] [--residual int8|int32]
+          [--compare]
                                         run an int8 ONNX model on the NPU, per-layer table
   npu bench sim [--config NAME] [--json FILE] [--fresh]
                                         simulated cycles/s of the Verilator model, build time
@@ -135,7 +136,7 @@ def cmd_run(args) -> int:
     try:
         y, report, compiled = run_onnx(model, x, backend=args.backend, config=config,
                                        requant=args.requant, trace=args.trace, progress=progress,
-                                       host_inputs=host_inputs)
+                                       host_inputs=host_inputs, residual=args.residual)
     except (OnnxImportError, CompileError, ValueError) as error:
         raise UserError(f"{args.model}: {error}") from None
     except NpuError as error:
@@ -164,7 +165,7 @@ def cmd_run(args) -> int:
         output = Path(args.report)
         output.parent.mkdir(parents=True, exist_ok=True)
         body = report.as_dict(config.pes)
-        body.update(model=str(args.model), requant=args.requant)
+        body.update(model=str(args.model), requant=args.requant, residual=args.residual)
         output.write_text(json.dumps(body, indent=2) + "\n")
         print(f"npu run: wrote {output}", file=sys.stderr)
     return 0
@@ -266,6 +267,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--requant", default="fp32", choices=["fp32", "fixed"],
                      help="fp32: bit-exact with onnxruntime; fixed: TFLite-style integer "
                           "multipliers (default: fp32)")
+    run.add_argument("--residual", default="int8", choices=["int8", "int32"],
+                     help="transformers: int8 keeps the graph's quantised residual sums; int32 "
+                          "keeps residual sums and layernorm inputs at accumulator precision "
+                          "(better with outlier channels) (default: int8)")
     run.add_argument("--compare", action="store_true",
                      help="also run onnxruntime on the input and report the difference")
     run.set_defaults(func=cmd_run)

@@ -33,7 +33,8 @@ from golden.config import NpuConfig
 from golden.isa import Instruction, Memory, Opcode, RequantMode, VectorFunct, encode_program
 from golden.machine import parameter_rows
 
-from .graph import Add, Attention, Conv, Gelu, Layer, LayerNorm, MaxPool, Network, Tensor
+from .graph import (Add, Attention, Conv, Gelu, Layer, LayerNorm, MaxPool, Network,
+                    ResidualLayerNorm, Tensor, layer_tensors)
 
 __all__ = ["REQUANT_MODES", "CompileError", "Step", "pipeline", "DramImage", "CompiledLayer",
            "CompiledModel", "compile_network", "layer_bounds"]
@@ -545,7 +546,7 @@ class _Lowering:
             steps = self.conv(layer)
         elif isinstance(layer, Attention):
             steps = transformer.attention(self, layer)
-        elif isinstance(layer, (LayerNorm, Gelu)):
+        elif isinstance(layer, (LayerNorm, ResidualLayerNorm, Gelu)):
             steps = transformer.row_op(self, layer)
         elif isinstance(layer, MaxPool):
             steps = self.max_pool(layer)
@@ -564,14 +565,9 @@ def layer_bounds(config: NpuConfig, layer: Layer) -> dict[str, int]:
     weight-stationary cycles; ``bound_cycles`` is the larger of the two floors."""
     r, c = config.rows, config.cols
     compute = _ceil_div(layer.macs, config.pes) if layer.macs else 0
+    moved = sum(tensor.nbytes for tensor in layer_tensors(layer))
     if isinstance(layer, Conv):
-        moved = layer.input.size + layer.output.size + layer.weights.size + 4 * layer.bias.size
-    elif isinstance(layer, Add):
-        moved = layer.a.size + layer.b.size + layer.output.size
-    elif isinstance(layer, Attention):
-        moved = layer.q.size + layer.k.size + layer.v.size + layer.output.size
-    else:
-        moved = layer.input.size + layer.output.size
+        moved += layer.weights.size + 4 * layer.bias.size
     bandwidth = _ceil_div(moved, config.axi_data_bytes)
     bounds = {"compute_floor_cycles": compute, "bandwidth_floor_cycles": bandwidth,
               "bound_cycles": max(compute, bandwidth)}
@@ -651,7 +647,7 @@ def compile_network(network: Network, config: NpuConfig, *, requant: str = "fp32
     addresses: dict[int, int] = {}
     for tensor in network.tensors:
         if id(tensor.storage) not in addresses:
-            addresses[id(tensor.storage)] = image.region(tensor.size)
+            addresses[id(tensor.storage)] = image.region(tensor.nbytes)
         addresses[id(tensor)] = addresses[id(tensor.storage)]
     lowering = _Lowering(config, image, addresses, requant)
     layers = []

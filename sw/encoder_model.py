@@ -21,6 +21,8 @@ __all__ = ["EncoderShape", "encoder_layer_model", "realistic_inputs", "quantize_
            "MASK_NEGATIVE"]
 
 OPSET = 17
+#: Weight scale of the two projections that write into the residual stream.
+UPDATE_GAIN = 0.3
 #: The additive mask value of a padded key (Hugging Face's convention).
 MASK_NEGATIVE = -10000.0
 
@@ -52,9 +54,10 @@ def encoder_layer_model(shape: EncoderShape, *, seed: int = 0, gelu: str = "erf"
     """The float ONNX model of one encoder layer with random (seeded) weights.
 
     ``gelu``: ``"erf"`` (the form ``torch.onnx.export`` writes before opset 20) or ``"op"``
-    (the opset-20 ``Gelu`` op). ``outlier_channel``: make one residual dimension about
-    ``outlier_gain`` times larger than the rest, as in real transformers (the first layernorm's
-    gamma and beta scale it; the input carries it too, see :func:`realistic_inputs`).
+    (the opset-20 ``Gelu`` op). ``outlier_channel``: the residual stream carries one channel
+    ``outlier_gain`` times larger than the rest (it comes with the input, see
+    :func:`realistic_inputs`), and the first layernorm's gamma scales it back down, as a
+    layer that normalises the outlier away.
     """
     from onnx import TensorProto, helper, numpy_helper
 
@@ -76,8 +79,8 @@ def encoder_layer_model(shape: EncoderShape, *, seed: int = 0, gelu: str = "erf"
         nodes.append(helper.make_node(op, inputs, [output], name=output, **attributes))
         return output
 
-    def linear(x, k, n, prefix):
-        w = rng.normal(0, 1 / np.sqrt(k), (k, n))
+    def linear(x, k, n, prefix, gain=1.0):
+        w = rng.normal(0, gain / np.sqrt(k), (k, n))
         b = rng.normal(0, 0.05, n)
         y = node("MatMul", [x, const(w, f"{prefix}.weight")], f"{prefix}.matmul")
         return node("Add", [y, const(b, f"{prefix}.bias")], f"{prefix}.out")
@@ -109,13 +112,14 @@ def encoder_layer_model(shape: EncoderShape, *, seed: int = 0, gelu: str = "erf"
     context = node("MatMul", [probs, v], "attention.context")
     context = node("Transpose", [context], "attention.context_t", perm=[0, 2, 1, 3])
     context = node("Reshape", [context, merged_shape], "attention.merged")
-    attn = linear(context, h, h, "attention.output")
+    # The blocks add updates a few times smaller than the residual stream, as trained
+    # transformers do.
+    attn = linear(context, h, h, "attention.output", UPDATE_GAIN)
     h1 = node("Add", [attn, "input"], "attention.residual")
-    gamma1, beta1 = rng.normal(1, 0.1, h), rng.normal(0, 0.05, h)
+    gamma1 = rng.normal(1, 0.1, h)
     if outlier_channel is not None:
-        gamma1[outlier_channel] *= outlier_gain
-        beta1[outlier_channel] *= outlier_gain
-    y1 = layernorm(h1, "attention.layernorm", gamma1, beta1)
+        gamma1[outlier_channel] /= outlier_gain
+    y1 = layernorm(h1, "attention.layernorm", gamma1, rng.normal(0, 0.05, h))
     hidden = linear(y1, h, f, "intermediate")
     if gelu == "op":
         g = node("Gelu", [hidden], "intermediate.gelu")
@@ -125,7 +129,7 @@ def encoder_layer_model(shape: EncoderShape, *, seed: int = 0, gelu: str = "erf"
         one_plus = node("Add", [erf, const(1.0, "gelu.one")], "gelu.add")
         product = node("Mul", [hidden, one_plus], "gelu.mul")
         g = node("Mul", [product, const(0.5, "gelu.half")], "intermediate.gelu")
-    ffn = linear(g, f, h, "output")
+    ffn = linear(g, f, h, "output", UPDATE_GAIN)
     h2 = node("Add", [ffn, y1], "output.residual")
     out = layernorm(h2, "output.layernorm", rng.normal(1, 0.1, h), rng.normal(0, 0.05, h))
     nodes[-1].output[0] = "output"

@@ -135,13 +135,20 @@ class LoadedModel:
         return dict(zip([o.name for o in model.graph.output], values))
 
     def run_codes(self, codes: np.ndarray, *, host_inputs: dict[str, np.ndarray] | None = None,
+                  real_input: np.ndarray | None = None,
                   progress: Callable[[int, int, LayerReport], None] | None = None
                   ) -> tuple[np.ndarray, RunReport]:
         """Quantised input codes (ONNX layout) -> quantised output codes, and the report.
-        ``host_inputs``: the model's other inputs (float, e.g. ``attention_mask``)."""
+        ``host_inputs``: the model's other inputs (float, e.g. ``attention_mask``);
+        ``real_input``: the float input, for the int32 residual copy (``residual="int32"``;
+        by default the dequantised codes)."""
         network = self.compiled.network
         self.device.write_dram(self.address(network.input),
                                network.input.to_storage(codes).tobytes())
+        if network.residual_input is not None:
+            real = network.input.quant.dequantize(codes) if real_input is None else real_input
+            self.device.write_dram(self.address(network.residual_input),
+                                   network.residual_input.quantize(real).tobytes())
         for offset, data in self.compiled.host_segments(self.host_values(host_inputs),
                                                         batch=codes.shape[0]):
             self.device.write_dram(self.base + offset, data)
@@ -164,21 +171,24 @@ class LoadedModel:
         """The model's input as onnxruntime takes it -> its output as onnxruntime returns it."""
         network = self.compiled.network
         codes = network.input.quant.quantize(x) if network.input_float else x
-        y, report = self.run_codes(codes, **kwargs)
+        y, report = self.run_codes(codes, real_input=x if network.input_float else None, **kwargs)
         return (network.output.quant.dequantize(y) if network.output_float else y), report
 
 
 def run_onnx(model, x: np.ndarray, *, backend: str = "golden", config="default",
              requant: str = "fp32", trace=None, progress=None, quiet: bool = False,
-             host_inputs: dict[str, np.ndarray] | None = None
+             host_inputs: dict[str, np.ndarray] | None = None, residual: str = "int8"
              ) -> tuple[np.ndarray, RunReport, CompiledModel]:
     """Import, compile and run an int8 ONNX model on a new device: the float output (as
     onnxruntime returns it), the per-layer report and the compiled model. ``host_inputs``: the
-    model's other inputs (e.g. ``attention_mask``)."""
+    model's other inputs (e.g. ``attention_mask``); ``residual``: ``int8`` (the graph's
+    quantisation) or ``int32`` (residual sums and layernorm inputs at accumulator precision,
+    :mod:`sw.precision`)."""
     from golden.config import get_config
 
     from .compiler import compile_network
     from .onnx_import import import_onnx
+    from .precision import RESIDUAL_MODES, keep_residuals_int32
     from .runtime import open_device
 
     if not isinstance(x, np.ndarray) or x.dtype != np.float32:
@@ -186,6 +196,10 @@ def run_onnx(model, x: np.ndarray, *, backend: str = "golden", config="default",
                         f"{getattr(x, 'dtype', type(x).__name__)}")
     config = get_config(config)
     network = import_onnx(model, input_shape=x.shape)
+    if residual not in RESIDUAL_MODES:
+        raise ValueError(f"Residual mode must be one of {RESIDUAL_MODES}, not {residual!r}")
+    if residual == "int32":
+        keep_residuals_int32(network)
     compiled = compile_network(network, config, requant=requant)
     with open_device(backend, config, dram_size=dram_size_for(compiled), trace=trace,
                      quiet=quiet) as device:

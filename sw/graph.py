@@ -15,8 +15,8 @@ import numpy as np
 
 from golden.quant import check_array
 
-__all__ = ["Quantization", "Tensor", "Conv", "Add", "MaxPool", "Attention", "LayerNorm", "Gelu",
-           "Layer", "Network"]
+__all__ = ["Quantization", "Tensor", "WideTensor", "Conv", "Add", "MaxPool", "Attention",
+           "LayerNorm", "ResidualLayerNorm", "Gelu", "Layer", "Network", "layer_tensors"]
 
 
 @dataclass(frozen=True)
@@ -93,6 +93,10 @@ class Tensor:
     def size(self) -> int:
         return int(np.prod(self.shape))
 
+    @property
+    def nbytes(self) -> int:
+        return self.size
+
     def to_storage(self, q: np.ndarray) -> np.ndarray:
         """ONNX-layout codes -> the NHWC int8 bytes the NPU reads."""
         if tuple(q.shape) != tuple(self.onnx_shape):
@@ -120,6 +124,32 @@ class Tensor:
             c, h, w = self.flattened_from
             stored = stored.reshape(-1, h, w, c).transpose(0, 3, 1, 2)
         return np.ascontiguousarray(self.quant.from_stored(stored.reshape(self.onnx_shape)))
+
+
+@dataclass(eq=False)
+class WideTensor:
+    """An int32 activation in DRAM, (N, 1, S, C) like a sequence Tensor: ``real = scale * value``.
+    The residual stream at accumulator precision (``residual="int32"``)."""
+
+    name: str
+    shape: tuple[int, int, int, int]
+    scale: float
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape))
+
+    @property
+    def nbytes(self) -> int:
+        return 4 * self.size
+
+    @property
+    def storage(self) -> WideTensor:
+        return self
+
+    def quantize(self, x: np.ndarray) -> np.ndarray:
+        steps = np.rint(np.asarray(x, np.float64) / self.scale)
+        return np.clip(steps, -2**31, 2**31 - 1).astype(np.int32).reshape(self.shape)
 
 
 @dataclass(eq=False)
@@ -238,6 +268,24 @@ class LayerNorm:
 
 
 @dataclass(eq=False)
+class ResidualLayerNorm:
+    """Layer normalisation of a residual sum kept at accumulator precision: the sum of
+    ``multiplier * (code - zero_point)`` over the int8 ``terms`` plus the int32 ``wide`` tensor
+    (or None), in units of ``unit_scale``, normalised without rounding it to int8 first."""
+
+    name: str
+    terms: list[tuple[Tensor, int]]
+    wide: WideTensor | None
+    output: Tensor
+    gamma: np.ndarray
+    beta: np.ndarray
+    epsilon: float
+    unit_scale: float
+    op: str = "AddLayerNorm"
+    macs: int = 0
+
+
+@dataclass(eq=False)
 class Gelu:
     """GELU elementwise (``golden.intops.gelu``)."""
 
@@ -248,7 +296,7 @@ class Gelu:
     macs: int = 0
 
 
-Layer = Conv | Add | MaxPool | Attention | LayerNorm | Gelu
+Layer = Conv | Add | MaxPool | Attention | LayerNorm | ResidualLayerNorm | Gelu
 
 
 @dataclass(eq=False)
@@ -269,20 +317,24 @@ class Network:
     #: mask from an ``attention_mask`` input): a model from the other graph inputs to the
     #: values the layers name, or None.
     host_model: object = None
+    #: The input again at int32 (``residual="int32"``): the host quantises it for the residual.
+    residual_input: WideTensor | None = None
 
     @property
     def tensors(self) -> list[Tensor]:
         seen, result = set(), []
-        for tensor in [self.input, self.output] + [t for layer in self.layers for t in _tensors(layer)]:
+        for tensor in [self.input, self.output] + [t for layer in self.layers for t in layer_tensors(layer)]:
             if id(tensor) not in seen:
                 seen.add(id(tensor))
                 result.append(tensor)
         return result
 
 
-def _tensors(layer: Layer) -> list[Tensor]:
+def layer_tensors(layer: Layer) -> list[Tensor]:
     if isinstance(layer, Add):
         return [layer.a, layer.b, layer.output]
     if isinstance(layer, Attention):
         return [layer.q, layer.k, layer.v, layer.output]
+    if isinstance(layer, ResidualLayerNorm):
+        return [t for t, _ in layer.terms] + ([layer.wide] if layer.wide else []) + [layer.output]
     return [layer.input, layer.output]

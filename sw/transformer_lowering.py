@@ -29,7 +29,7 @@ from golden import intops, quant
 from golden.isa import Instruction, Memory, Opcode, VectorFunct
 from golden.machine import parameter_rows
 
-from .graph import Attention, Conv, Gelu, LayerNorm, Tensor
+from .graph import Attention, Conv, Gelu, LayerNorm, ResidualLayerNorm
 
 MAX_COUNT = 1023
 
@@ -423,72 +423,99 @@ def attention(low, layer: Attention) -> list:
 
 # Layernorm and GELU ---------------------------------------------------------------------------------
 
-def row_op(low, layer: LayerNorm | Gelu) -> list:
+def row_op(low, layer: LayerNorm | ResidualLayerNorm | Gelu) -> list:
     from .compiler import Step, _load_contiguous_rows
 
     _require_square(low, layer)
     cfg = low.config
     r = c = cfg.rows
-    x, y = layer.input, layer.output
-    n, _, seq, channels = x.shape
+    gelu = isinstance(layer, Gelu)
+    if isinstance(layer, ResidualLayerNorm):
+        terms, wide, input_scale = layer.terms, layer.wide, layer.unit_scale
+    else:
+        terms, wide, input_scale = [(layer.input, 1)], None, float(layer.input.quant.scale)
+    y = layer.output
+    n, _, seq, channels = y.shape
     _check_channels(layer, channels, r, "channels")
     chunks = channels // r
     tokens_total = n * seq
-    xq, yq = x.quant, y.quant
-    if isinstance(layer, LayerNorm):
+    yq = y.quant
+    if gelu:
+        params = parameter_rows(cfg, intops.gelu_params(
+            input_scale=input_scale, output_scale=float(yq.scale),
+            output_zero_point=yq.stored_zero_point))
+    else:
         if channels > cfg.vector_max_length:
             _fail(layer, f"{channels} channels are above the layernorm row limit "
                          f"(vector_max_length {cfg.vector_max_length})")
-        p = intops.layernorm_params(input_scale=float(xq.scale), gamma=layer.gamma,
-                                    beta=layer.beta, output_scale=float(yq.scale),
+        p = intops.layernorm_params(input_scale=input_scale, gamma=layer.gamma, beta=layer.beta,
+                                    output_scale=float(yq.scale),
                                     output_zero_point=yq.stored_zero_point, epsilon=layer.epsilon)
         k = intops.LAYERNORM_CONST_COUNT
         params = parameter_rows(cfg, p[:k], p[k:k + channels], p[k + channels:])
-    else:
-        params = parameter_rows(cfg, intops.gelu_params(
-            input_scale=float(xq.scale), output_scale=float(yq.scale),
-            output_zero_point=yq.stored_zero_point))
-    identity_offset = low.image.constant(np.eye(r, dtype=np.int8))
+    # Identity weight tiles (times each term's multiplier) lift int8 codes into the accumulator.
+    multipliers = sorted({m for _, m in terms})
+    identity_offset = low.image.constant(np.concatenate(
+        [np.eye(r, dtype=np.int64) * m for m in multipliers]).astype(np.int8))
+    identity_rows = {m: i * c for i, m in enumerate(multipliers)}
+    const_region = len(multipliers) * c
     params_offset = low.image.constant(params.astype(np.int32))
-    init_offset = low.image.constant(np.full(c, -xq.stored_zero_point, np.int32))
+    # GELU is not shift-invariant: it starts from minus the zero point. Layernorm is, so the
+    # zero points (constant along a row) are left out.
+    init_offset = low.image.constant(
+        np.full(c, -terms[0][0].quant.stored_zero_point, np.int32)) if gelu else None
 
     def fits(tile: int) -> bool:
-        return c + 4 * tile * chunks <= cfg.scratchpad_depth and \
+        return const_region + 2 * (len(terms) + 1) * tile * chunks <= cfg.scratchpad_depth and \
             2 * tile * chunks + len(params) <= cfg.accumulator_depth
 
     tile = _largest(tokens_total, fits)
-    _fits(low, layer, scratchpad=c + 4 * tile * chunks,
+    _fits(low, layer, scratchpad=const_region + 2 * (len(terms) + 1) * tile * chunks,
           accumulator=2 * tile * chunks + len(params), what=layer.op)
     tile = _ceil_div(tokens_total, _ceil_div(tokens_total, tile))
     low.plan = dict(tile=(tile, chunks))
     size = tile * chunks
-    x_bufs, out_bufs = (c, c + size), (c + 2 * size, c + 3 * size)
+    buffers = len(terms) + 1  # one per term, then the output
     acc_bufs, prm = (0, size), 2 * size
-    x_addr, y_addr = low.address(x), low.address(y)
+    addresses = [low.address(t) for t, _ in terms]
+    y_addr = low.address(y)
     steps = []
     for t0 in range(0, tokens_total, tile):
         tokens = min(tile, tokens_total - t0)
         u = len(steps)
-        xb, ob, ab = x_bufs[u % 2], out_bufs[u % 2], acc_bufs[u % 2]
+        base = const_region + (u % 2) * buffers * size
+        ab, ob = acc_bufs[u % 2], base + len(terms) * size
         step = Step()
         if u == 0:
             step.loads += _load_contiguous_rows(mem=Memory.SCRATCHPAD, sram_addr=0,
-                                                dram_addr=identity_offset, rows=r, row_bytes=r,
-                                                elem_len=r)
+                                                dram_addr=identity_offset, rows=const_region,
+                                                row_bytes=r, elem_len=r)
             step.loads += _load_contiguous_rows(mem=Memory.ACCUMULATOR, sram_addr=prm,
                                                 dram_addr=params_offset, rows=len(params),
                                                 row_bytes=4 * c, elem_len=c)
-        step.loads.append(_token_load(sram_addr=xb, dram_addr=x_addr + t0 * channels,
-                                      tokens=tokens, channels=channels, width=r))
-        gelu = isinstance(layer, Gelu)
-        if gelu:  # the codes minus their zero point: GELU is not shift-invariant
+        for i, address in enumerate(addresses):
+            step.loads.append(_token_load(sram_addr=base + i * size,
+                                          dram_addr=address + t0 * channels, tokens=tokens,
+                                          channels=channels, width=r))
+        started = False
+        if gelu:
             step.loads.append(Instruction(
                 Opcode.LOAD, mem=Memory.ACCUMULATOR, sram_addr=ab, dram_addr=init_offset,
                 rows=tokens, cols=chunks, elem_len=c))
-        step.computes.append(Instruction(  # lift the int8 codes into accumulator rows
-            Opcode.MATMUL, accumulate=int(gelu), load_weights=1, weight_addr=0,
-            outer_count=tokens, inner_count=chunks, input_addr=xb, input_outer_stride=chunks,
-            input_inner_stride=1, acc_addr=ab, acc_outer_stride=chunks, acc_inner_stride=1))
+            started = True
+        if wide is not None:  # the int32 residual, straight into the accumulator rows
+            step.loads.append(Instruction(
+                Opcode.LOAD, mem=Memory.ACCUMULATOR, sram_addr=ab,
+                dram_addr=low.address(wide) + 4 * t0 * channels, rows=tokens, cols=chunks,
+                elem_len=c, dram_row_stride=4 * channels, dram_elem_stride=4 * c))
+            started = True
+        for i, (_, multiplier) in enumerate(terms):
+            step.computes.append(Instruction(
+                Opcode.MATMUL, accumulate=int(started), load_weights=1,
+                weight_addr=identity_rows[multiplier], outer_count=tokens, inner_count=chunks,
+                input_addr=base + i * size, input_outer_stride=chunks, input_inner_stride=1,
+                acc_addr=ab, acc_outer_stride=chunks, acc_inner_stride=1))
+            started = True
         if gelu:
             step.computes.append(Instruction(
                 Opcode.VECTOR, funct=VectorFunct.GELU, outer_count=tokens, inner_count=chunks,

@@ -25,7 +25,9 @@ TINY = EncoderShape(hidden=32, heads=2, ffn=64, seq=10)
 def _model(shape: EncoderShape, *, seed: int = 0, padded: int = 2, **kwargs):
     quant_kwargs = {k: kwargs.pop(k) for k in ("per_channel", "activations") if k in kwargs}
     model = encoder_layer_model(shape, seed=seed, **kwargs)
-    calibration = [realistic_inputs(shape, seed=100 + i, padded=padded) for i in range(4)]
+    outlier = {k: kwargs[k] for k in ("outlier_channel", "outlier_gain") if k in kwargs}
+    calibration = [realistic_inputs(shape, seed=100 + i, padded=padded, **outlier)
+                   for i in range(4)]
     return model, quantize_encoder(model, calibration, **quant_kwargs)
 
 
@@ -54,16 +56,18 @@ def test_import_maps_the_encoder_layer_to_integer_layers():
     assert sum(layer.macs for layer in network.layers) == TINY.macs
 
 
-@pytest.mark.parametrize("shape, options", [
-    (TINY, dict()),
-    (EncoderShape(hidden=32, heads=4, ffn=64, seq=13), dict(per_channel=True)),
-    (EncoderShape(hidden=16, heads=2, ffn=32, seq=7), dict(activations="int8", gelu="op")),
+@pytest.mark.parametrize("shape, options, residual", [
+    (TINY, dict(), "int8"),
+    (EncoderShape(hidden=32, heads=4, ffn=64, seq=13), dict(per_channel=True), "int8"),
+    (EncoderShape(hidden=16, heads=2, ffn=32, seq=7), dict(activations="int8", gelu="op"), "int8"),
+    (EncoderShape(hidden=32, heads=2, ffn=64, seq=9), dict(per_channel=True), "int32"),
 ])
-def test_encoder_rtl_matches_golden(shape, options):
+def test_encoder_rtl_matches_golden(shape, options, residual):
     model, quantized = _model(shape, seed=shape.seq, **options)
     inputs = realistic_inputs(shape, seed=7, padded=3)
-    y_golden, golden, _ = _run(quantized, inputs, backend="golden", config="tiny")
-    y_rtl, rtl, _ = _run(quantized, inputs, backend="rtl", config="tiny")
+    y_golden, golden, _ = _run(quantized, inputs, backend="golden", config="tiny",
+                               residual=residual)
+    y_rtl, rtl, _ = _run(quantized, inputs, backend="rtl", config="tiny", residual=residual)
     np.testing.assert_array_equal(y_rtl, y_golden)
     assert [layer.array_macs for layer in rtl.layers] == [layer.array_macs for layer in golden.layers]
     assert all(0 < layer.vector_cycles <= layer.compute_cycles <= layer.cycles
@@ -86,6 +90,31 @@ def test_encoder_cosine_against_float(seed, capsys):
     with capsys.disabled():
         print(f"\n  encoder seed {seed}: cosine vs float {ours:.5f} (onnxruntime int8 {ort_int8:.5f})")
     assert ours >= 0.99
+
+
+@pytest.mark.parametrize("gain, error_ratio", [(10, 1 / 3), (100, 0.9)])
+def test_int32_residual_beats_the_graphs_int8_on_an_outlier_channel(gain, error_ratio, capsys):
+    """One residual channel `gain` times larger than the rest. The default mode keeps the
+    graph's int8 residual sums (their scale is set by the outlier, so the other channels get a
+    step or two); residual="int32" sums in the accumulator and wins. At 100x the int8 copy of
+    the input that Q, K and V read (the same in both modes) limits both."""
+    shape = EncoderShape(hidden=64, heads=4, ffn=256, seq=32)
+    model, quantized = _model(shape, padded=4, outlier_channel=5, outlier_gain=gain)
+    inputs = realistic_inputs(shape, seed=1, padded=4, outlier_channel=5, outlier_gain=gain)
+    reference = _float(model, inputs)
+    figures = {}
+    for residual in ("int8", "int32"):
+        y, _, compiled = _run(quantized, inputs, backend="golden", config="default",
+                              residual=residual)
+        figures[residual] = cosine(y, reference)
+    ops = [layer.op for layer in compiled.network.layers]
+    assert ops.count("AddLayerNorm") == 2 and "LayerNormalization" not in ops
+    ort_int8 = cosine(onnxruntime.InferenceSession(quantized.SerializeToString()).run(
+        None, inputs)[0], reference)
+    with capsys.disabled():
+        print(f"\n  outlier {gain}x: cosine vs float int8 residual {figures['int8']:.5f}, int32 "
+              f"residual {figures['int32']:.5f} (onnxruntime int8 {ort_int8:.5f})")
+    assert 1 - figures["int32"] < error_ratio * (1 - figures["int8"])
 
 
 def test_padded_keys_are_masked_exactly():
