@@ -60,8 +60,10 @@ def encoder_case(shape: EncoderShape, *, seed: int = 0, padded: int | None = Non
 
 
 def bench_transformer(config: NpuConfig, *, backend: str = "rtl", sequences=TRANSFORMER_SEQUENCES,
-                      shape: EncoderShape = EncoderShape(), out=print) -> dict:
-    """Run the encoder layer at every sequence length; the JSON of DESIGN section 8."""
+                      shape: EncoderShape | None = None, out=print) -> dict:
+    """Run the encoder layer (``shape``, default hidden 384, 12 heads, FFN 1536) at every
+    sequence length; the JSON of DESIGN section 8."""
+    shape = shape or EncoderShape()
     results = []
     for seq in sequences:
         case = EncoderShape(hidden=shape.hidden, heads=shape.heads, ffn=shape.ffn, seq=seq)
@@ -105,8 +107,8 @@ def bench_transformer(config: NpuConfig, *, backend: str = "rtl", sequences=TRAN
 
 def vector_throughput(config: NpuConfig, *, backend: str = "rtl", rows: int = 64) -> dict:
     """Cycles per row element of VECTOR SOFTMAX (rows of 128), LAYERNORM (rows of
-    min(384, vector_max_length)) and GELU (groups of 8 accumulator rows), measured with the BUSY_VECTOR counter over ``rows``
-    rows of random accumulator values."""
+    min(384, vector_max_length)) and GELU (groups of 8 accumulator rows), measured with the
+    BUSY_VECTOR counter over ``rows`` groups of random accumulator values."""
     c = config.cols
     rng = np.random.default_rng(0)
     ln_length = min(384, config.vector_max_length) // c * c

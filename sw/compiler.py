@@ -33,8 +33,19 @@ from golden.config import NpuConfig
 from golden.isa import Instruction, Memory, Opcode, RequantMode, VectorFunct, encode_program
 from golden.machine import parameter_rows
 
-from .graph import (Add, Attention, Conv, Gelu, Layer, LayerNorm, MaxPool, Network,
-                    ResidualLayerNorm, Tensor, layer_tensors)
+from .graph import (
+    Add,
+    Attention,
+    Conv,
+    Gelu,
+    Layer,
+    LayerNorm,
+    MaxPool,
+    Network,
+    ResidualLayerNorm,
+    Tensor,
+    layer_tensors,
+)
 
 __all__ = ["REQUANT_MODES", "CompileError", "Step", "pipeline", "DramImage", "CompiledLayer",
            "CompiledModel", "compile_network", "layer_bounds"]

@@ -167,11 +167,11 @@ def quantize_encoder(model, calibration: list[dict[str, np.ndarray]], *, per_cha
                      activations: str = "uint8"):
     """``onnxruntime.quantization.quantize_static`` in QDQ format, int8 weights, as a user runs
     it (``docs/sdk.md``)."""
-    import onnx
-    from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType,
-                                          quantize_static)
     import tempfile
     from pathlib import Path
+
+    import onnx
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
     class Reader(CalibrationDataReader):
         def __init__(self):

@@ -132,7 +132,7 @@ class LoadedModel:
         session = onnxruntime.InferenceSession(model.SerializeToString(),
                                                providers=["CPUExecutionProvider"])
         values = session.run(None, {name: np.asarray(host_inputs[name]) for name in names})
-        return dict(zip([o.name for o in model.graph.output], values))
+        return dict(zip([o.name for o in model.graph.output], values, strict=True))
 
     def run_codes(self, codes: np.ndarray, *, host_inputs: dict[str, np.ndarray] | None = None,
                   real_input: np.ndarray | None = None,

@@ -71,9 +71,9 @@ class Tensor:
 
     ``onnx_shape`` is the shape the model sees; a sequence (N, S, C) is stored as (N, 1, S, C).
     A ``channel_major`` sequence is stored transposed, (N, C, S): the layout of the value
-    projection that attention reads as the weights of ``P @ V``. A tensor flattened from (N, C, H, W) keeps its
-    NHWC storage; ``flattened_from`` = (C, H, W) records it, so that a following dense layer
-    permutes its weights instead of the data moving.
+    projection that attention reads as the weights of ``P @ V``. A tensor flattened from
+    (N, C, H, W) keeps its NHWC storage; ``flattened_from`` = (C, H, W) records it, so that a
+    following dense layer permutes its weights instead of the data moving.
     """
 
     name: str

@@ -23,8 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .graph import (Add, Conv, LayerNorm, Network, Quantization, ResidualLayerNorm, WideTensor,
-                    layer_tensors)
+from .graph import Add, Conv, LayerNorm, Network, Quantization, ResidualLayerNorm, WideTensor, layer_tensors
 
 __all__ = ["RESIDUAL_MODES", "keep_residuals_int32"]
 
@@ -59,7 +58,7 @@ def keep_residuals_int32(network: Network) -> Network:
     residual_input = None
     result = []
     skip = set()
-    for index, layer in enumerate(layers):
+    for layer in layers:
         if id(layer) in skip:
             continue
         users = consumers.get(id(layer.output), [])
