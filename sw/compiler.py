@@ -302,13 +302,8 @@ class _Lowering:
         param_offsets = []
         for j in range(n_tiles):
             channels = slice(j * c, min(cout, (j + 1) * c))
-            if self.mode == "fp32":
-                params = parameter_rows(cfg, bias[channels], layer.scale[channels])
-            else:
-                pairs = [quant.quantize_multiplier(float(m)) for m in layer.real_multiplier[channels]]
-                params = parameter_rows(cfg, bias[channels],
-                                        np.array([p[0] for p in pairs], np.int32),
-                                        np.array([p[1] for p in pairs], np.int32))
+            params = parameter_rows(cfg, bias[channels], *self.requant_sections(
+                layer.scale[channels], layer.real_multiplier[channels]))
             param_offsets.append(self.image.constant(params.astype(np.int32)))
 
         # On-chip layout (two of each buffer).
@@ -408,10 +403,21 @@ class _Lowering:
                     tiles_done += 1
         return steps
 
+    @property
+    def requant_mode(self) -> RequantMode:
+        return RequantMode.FP32 if self.mode == "fp32" else RequantMode.FIXED
+
+    def requant_sections(self, scale: np.ndarray, real: np.ndarray) -> list[np.ndarray]:
+        """REQUANT parameter sections for per-element ``scale`` (float32, fp32 mode) or
+        ``real`` multipliers (float64, turned into multipliers and shifts in fixed mode)."""
+        if self.mode == "fp32":
+            return [np.asarray(scale, np.float32)]
+        pairs = [quant.quantize_multiplier(float(m)) for m in real]
+        return [np.array([p[0] for p in pairs], np.int32), np.array([p[1] for p in pairs], np.int32)]
+
     def _requant(self, *, acc_buf, out_buf, rows, cols, channels, param_addr, output, clip):
-        mode = RequantMode.FP32 if self.mode == "fp32" else RequantMode.FIXED
         return Instruction(
-            Opcode.VECTOR, funct=VectorFunct.REQUANT, mode=mode, outer_count=rows,
+            Opcode.VECTOR, funct=VectorFunct.REQUANT, mode=self.requant_mode, outer_count=rows,
             inner_count=cols, a_addr=acc_buf, a_outer_stride=cols, a_inner_stride=1,
             out_addr=out_buf, out_outer_stride=cols, out_inner_stride=1, length=channels,
             param_addr=param_addr, out_zp=output.quant.stored_zero_point,

@@ -82,21 +82,6 @@ def _token_store(*, sram_addr: int, dram_addr: int, tokens: int, channels: int, 
                        dram_row_stride=row_stride, dram_elem_stride=width)
 
 
-def _requant_sections(low, scale: np.ndarray, real: np.ndarray) -> list[np.ndarray]:
-    """The REQUANT parameter sections of per-element scales (fp32) or multipliers and shifts
-    (fixed)."""
-    if low.mode == "fp32":
-        return [np.asarray(scale, np.float32)]
-    pairs = [quant.quantize_multiplier(float(m)) for m in real]
-    return [np.array([p[0] for p in pairs], np.int32), np.array([p[1] for p in pairs], np.int32)]
-
-
-def _requant_mode(low):
-    from golden.isa import RequantMode
-
-    return RequantMode.FP32 if low.mode == "fp32" else RequantMode.FIXED
-
-
 def _matmul_walk(*, weight_addr: int | None, input_addr: int, input_stride: int, acc_addr: int,
                  acc_stride: int, count: int) -> list[Instruction]:
     """MATMULs (accumulating) over ``count`` input rows, cut at the 10-bit walk count; a
@@ -163,8 +148,8 @@ def linear_channel_major(low, layer: Conv) -> list:
     block = _ceil_div(cout, _ceil_div(cout, block))
     blocks = [(first, min(block, cout - first)) for first in range(0, cout, block)]
     # One REQUANT group covers a block's channels, so each row gets its own scale.
-    param_blocks = [parameter_rows(cfg, *_requant_sections(
-        low, np.repeat(layer.scale[first:first + size], c),
+    param_blocks = [parameter_rows(cfg, *low.requant_sections(
+        np.repeat(layer.scale[first:first + size], c),
         np.repeat(layer.real_multiplier[first:first + size], c))) for first, size in blocks]
     param_starts = np.cumsum([0] + [len(p) for p in param_blocks[:-1]])
     params = np.concatenate(param_blocks).astype(np.int32)
@@ -218,7 +203,7 @@ def linear_channel_major(low, layer: Conv) -> list:
                                                   input_stride=1, acc_addr=ab, acc_stride=1,
                                                   count=size)
                 step.computes.append(Instruction(
-                    Opcode.VECTOR, funct=VectorFunct.REQUANT, mode=_requant_mode(low),
+                    Opcode.VECTOR, funct=VectorFunct.REQUANT, mode=low.requant_mode,
                     outer_count=1, inner_count=1, a_addr=ab, out_addr=ob, length=size * c,
                     param_addr=prm + int(param_starts[b]),
                     out_zp=layer.output.quant.stored_zero_point, clip_lo=layer.clip[0],
@@ -292,7 +277,7 @@ def attention(low, layer: Attention) -> list:
     real = float(layer.probs.scale) * float(v.quant.scale) / float(y.quant.scale)
     scale = quant.fp32_requant_scale(layer.probs.scale, np.full(c, v.quant.scale, np.float32),
                                      y.quant.scale)
-    requant = parameter_rows(cfg, *_requant_sections(low, scale, np.full(c, real)))
+    requant = parameter_rows(cfg, *low.requant_sections(scale, np.full(c, real)))
     params = np.concatenate([softmax, requant]).astype(np.int32)
     prm_softmax_rows = len(softmax)
     ctx_init = np.full(c, seq * zp * zv, np.int32)  # sum over keys of (-zp)(-zv)
@@ -409,7 +394,7 @@ def attention(low, layer: Attention) -> list:
                                 weight_addr=tile, input_addr=sp["p"] + j, input_stride=tiles,
                                 **walk)
                 step.computes.append(Instruction(
-                    Opcode.VECTOR, funct=VectorFunct.REQUANT, mode=_requant_mode(low),
+                    Opcode.VECTOR, funct=VectorFunct.REQUANT, mode=low.requant_mode,
                     outer_count=rows, inner_count=kc, a_addr=ctx_buf, a_outer_stride=kc,
                     a_inner_stride=1, out_addr=sp["o"], out_outer_stride=kc, out_inner_stride=1,
                     length=c, param_addr=prm + prm_softmax_rows,
