@@ -31,11 +31,17 @@ class Accumulator(wiring.Component):
       (``ready`` low in those cycles).
     - ``read0``, ``read1``, ...: ``read_ports`` plain read ports (the vector unit's three and the
       store DMA's; for block RAM every read port beyond the first costs a copy of the memory).
+      ``read_domains`` names each one's clock domain (default: all ``sync``).
     """
 
-    def __init__(self, config: NpuConfig, *, read_ports: int = 1):
+    def __init__(self, config: NpuConfig, *, read_ports: int = 1,
+                 read_domains: tuple[str, ...] | None = None):
         self.config = config
         self.read_ports = read_ports
+        self.read_domains = read_domains or ("sync",) * read_ports
+        if len(self.read_domains) != read_ports:
+            raise ValueError(f"Read domains must name one domain per read port ({read_ports}), "
+                             f"not {self.read_domains!r}")
         self.row_layout = data.ArrayLayout(signed(32), config.cols)
         addr = config.accumulator_addr_width
         members = {
@@ -84,7 +90,7 @@ class Accumulator(wiring.Component):
 
         for i in range(self.read_ports):
             port = getattr(self, f"read{i}")
-            plain_read = mem.read_port()
+            plain_read = mem.read_port(domain=self.read_domains[i])
             m.d.comb += [plain_read.addr.eq(port.addr), plain_read.en.eq(port.en),
                          port.data.eq(plain_read.data)]
         return m

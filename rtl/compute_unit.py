@@ -14,15 +14,21 @@ while the current one's inputs stream (double-buffered weights):
   ``accumulate`` stream. The instruction is done (``done``) when its last row is written.
 
 VECTOR waits until every MATMUL result is in the accumulator, then runs on the vector unit (which
-shares the two scratchpad read ports with the matmul stages; they are never busy at once).
+has two scratchpad read ports of its own, ``vector_spad_a`` and ``vector_spad_b``; the NPU may
+share them with the matmul stages' ``spad_read0`` and ``spad_read1``, which are never busy at once).
 ``done`` carries the instruction index and error code of every instruction, in program order.
+
+``vector_domain`` names the clock domain the vector unit runs in (``sync`` unless the NPU gates
+its clock, see :class:`~rtl.npu.Npu`); ``vector_enable`` is high in every cycle the unit has work:
+a VECTOR offered to it or running, from the command handshake to the done handshake (the unit
+drains its pipelines before it reports done).
 
 ``flush`` (after an error elsewhere) stops issuing: the weights and input stages drop their
 instructions at once; rows already in the array and a running VECTOR complete. ``idle`` is high
 when nothing is in flight.
 """
 
-from amaranth import Module, Mux, Signal, signed
+from amaranth import DomainRenamer, Module, Mux, Signal, signed
 from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -57,8 +63,9 @@ def compute_done_layout() -> data.StructLayout:
 
 
 class ComputeUnit(wiring.Component):
-    def __init__(self, config: NpuConfig):
+    def __init__(self, config: NpuConfig, *, vector_domain: str = "sync"):
         self.config = config
+        self.vector_domain = vector_domain
         spad_row = data.ArrayLayout(signed(8), config.rows)
         acc_row = data.ArrayLayout(signed(32), config.cols)
         spad_addr, acc_addr = config.scratchpad_addr_width, config.accumulator_addr_width
@@ -67,6 +74,8 @@ class ComputeUnit(wiring.Component):
             "done": Out(stream.Signature(compute_done_layout())),
             "spad_read0": Out(ReadPortSignature(addr_width=spad_addr, row_shape=spad_row)),
             "spad_read1": Out(ReadPortSignature(addr_width=spad_addr, row_shape=spad_row)),
+            "vector_spad_a": Out(ReadPortSignature(addr_width=spad_addr, row_shape=spad_row)),
+            "vector_spad_b": Out(ReadPortSignature(addr_width=spad_addr, row_shape=spad_row)),
             "spad_write": Out(WritePortSignature(addr_width=spad_addr, row_shape=spad_row,
                                                  lanes=config.rows)),
             "acc_read0": Out(ReadPortSignature(addr_width=acc_addr, row_shape=acc_row)),
@@ -76,6 +85,7 @@ class ComputeUnit(wiring.Component):
             "flush": In(1),
             "idle": Out(1),
             "vector_busy": Out(1),
+            "vector_enable": Out(1),
             "macs": Out(range(config.rows * config.cols + 1)),
         })
 
@@ -85,7 +95,8 @@ class ComputeUnit(wiring.Component):
         rows, cols = cfg.rows, cfg.cols
         wide = 28
         m.submodules.array = array = SystolicArray(cfg)
-        m.submodules.vector = vector = VectorUnit(cfg)
+        vector = VectorUnit(cfg)
+        m.submodules.vector = DomainRenamer(self.vector_domain)(vector)
         matmul_layout = format_layout(IsaOpcode.MATMUL)
 
         # Row bookkeeping that travels with each input row through the array.
@@ -230,8 +241,7 @@ class ComputeUnit(wiring.Component):
         m.d.comb += [tag.acc_addr.eq(acc_base), tag.accumulate.eq(i_ins.accumulate),
                      tag.bank.eq(i_bank), tag.last.eq(last_input), tag.index.eq(i_index),
                      tags.w_data.eq(tag), tags.w_en.eq(issue)]
-        with m.If(~vector_active):
-            m.d.comb += [self.spad_read0.addr.eq(input_base), self.spad_read0.en.eq(advance)]
+        m.d.comb += [self.spad_read0.addr.eq(input_base), self.spad_read0.en.eq(advance)]
         m.d.comb += issue.eq(i_busy & advance & tags.w_rdy & ~self.flush)
         with m.If(handoff):
             m.d.sync += [i_busy.eq(1), i_ins.eq(w_ins), i_index.eq(w_index), i_bank.eq(w_bank),
@@ -289,17 +299,13 @@ class ComputeUnit(wiring.Component):
         wiring.connect(m, wiring.flipped(self.acc_read1), vector.acc_params0)
         wiring.connect(m, wiring.flipped(self.acc_read2), vector.acc_params1)
         wiring.connect(m, wiring.flipped(self.spad_write), vector.spad_write)
-        m.d.comb += [vector.spad_a.data.eq(self.spad_read0.data),
-                     vector.spad_b.data.eq(self.spad_read1.data)]
-        with m.If(vector_active):
-            m.d.comb += [self.spad_read0.addr.eq(vector.spad_a.addr),
-                         self.spad_read0.en.eq(vector.spad_a.en),
-                         self.spad_read1.addr.eq(vector.spad_b.addr),
-                         self.spad_read1.en.eq(vector.spad_b.en)]
+        wiring.connect(m, wiring.flipped(self.vector_spad_a), vector.spad_a)
+        wiring.connect(m, wiring.flipped(self.vector_spad_b), vector.spad_b)
 
         m.d.comb += [
             self.macs.eq(Mux(array.inputs.valid & array.inputs.ready, rows * cols, 0)),
             self.vector_busy.eq(vector_active),
+            self.vector_enable.eq(vector.command.valid | vector_active),
             self.idle.eq(weights_fsm.ongoing("IDLE") & pipeline_empty & ~vector_active
                          & ~stage_done_valid & ~w_beat_valid),
         ]

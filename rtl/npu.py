@@ -23,12 +23,13 @@ m_axi (write) <- DmaWriter <- StoreUnit
   bus beat for WATCHDOG cycles: ``DEADLOCK``, at the oldest waiting instruction) stop the run: the
   first one is kept, every unit, queue and DMA engine is flushed until idle (bursts on the bus are
   completed), then the run ends with the error and its instruction index, and a new START works.
-- **Memories**: the scratchpad has three read ports (compute x2, store) and one write port
+- **Memories**: the scratchpad has three read ports (compute x2, shared by the matmul stages
+  and the vector unit, store) and one write port
   shared by the vector unit (first) and the load unit; the accumulator has four read ports
   (vector x3, store), the array's accumulate port and the load unit's write port.
 """
 
-from amaranth import Cat, Module, Mux, Signal
+from amaranth import Cat, ClockDomain, ClockSignal, Module, Mux, ResetSignal, Signal
 from amaranth.lib import data, fifo, wiring
 from amaranth.lib.wiring import Out
 
@@ -56,10 +57,24 @@ _MIN_FLUSH_CYCLES = 2
 
 class Npu(wiring.Component):
     """The whole NPU with flat ports: ``s_axil_*`` (AXI4-Lite slave, 12 address bits),
-    ``m_axi_*`` (AXI4 master), ``irq``."""
+    ``m_axi_*`` (AXI4 master), ``irq``.
 
-    def __init__(self, config: NpuConfig):
+    ``gate_vector_clock`` (for simulation; FPGA builds leave it off, gated clocks do not belong in
+    FPGA fabric) runs the vector unit and its three accumulator read ports in a clock domain of
+    their own, ``vector``: ``clk`` gated by the compute unit's ``vector_enable`` (high while a
+    VECTOR is offered or running), latched while ``clk`` is low so that the gated clock has no
+    glitch, or by the reset. The domain's reset is the NPU's, registered in the domain (so a reset
+    must last two cycles; the harness holds it for four), and the clock runs until that register
+    has seen the reset end. The unit's registers then hold while it
+    is idle instead of loading values nothing reads, so every output and cycle count is the same as
+    without the gate, and Verilator, which evaluates a register and the logic that reads only
+    registers of one clock when that clock has an edge, skips the idle unit: most of the design's
+    logic in a program without VECTOR instructions.
+    """
+
+    def __init__(self, config: NpuConfig, *, gate_vector_clock: bool = False):
         self.config = config
+        self.gate_vector_clock = gate_vector_clock
         from golden import registers as regmap
         members = {}
         members.update(flat_members("s_axil", AxiLiteSignature(addr_width=regmap.ADDR_WIDTH).flip()))
@@ -79,9 +94,27 @@ class Npu(wiring.Component):
         m.submodules.writer = writer = DmaWriter(cfg)
         m.submodules.load = load = LoadUnit(cfg)
         m.submodules.store = store = StoreUnit(cfg)
-        m.submodules.compute = compute = ComputeUnit(cfg)
-        m.submodules.scratchpad = spad = Scratchpad(cfg, read_ports=3)
-        m.submodules.accumulator = acc = Accumulator(cfg, read_ports=4)
+        vector_domain = "vector" if self.gate_vector_clock else "sync"
+        m.submodules.compute = compute = ComputeUnit(cfg, vector_domain=vector_domain)
+        # The vector unit's two scratchpad reads share the matmul stages' ports (they are never
+        # busy at once), except with the gated clock: then they are ports of their own in the
+        # vector domain, so that nothing in the unit reads a register of the free-running clock.
+        vector_spad_ports = 2 if self.gate_vector_clock else 0
+        m.submodules.scratchpad = spad = Scratchpad(
+            cfg, read_ports=3 + vector_spad_ports,
+            read_domains=("sync",) * 3 + (vector_domain,) * vector_spad_ports)
+        m.submodules.accumulator = acc = Accumulator(
+            cfg, read_ports=4, read_domains=(vector_domain,) * 3 + ("sync",))
+        if self.gate_vector_clock:
+            m.domains.vector = ClockDomain("vector")
+            m.domains.vector_gate = ClockDomain("vector_gate", clk_edge="neg", reset_less=True)
+            gate = Signal()
+            reset = Signal(reset_less=True)
+            m.d.vector_gate += gate.eq(compute.vector_enable | reset)
+            m.d.vector += reset.eq(ResetSignal())
+            m.d.comb += [ClockSignal("vector_gate").eq(ClockSignal()),
+                         ClockSignal("vector").eq(ClockSignal() & (gate | ResetSignal())),
+                         ResetSignal("vector").eq(reset)]
 
         # ---- buses ----------------------------------------------------------------------------
         connect_flat(m, owner=self, prefix="s_axil", interface=regs.bus)
@@ -99,8 +132,18 @@ class Npu(wiring.Component):
         wiring.connect(m, writer.done, store.span_done)
 
         # ---- memories -------------------------------------------------------------------------
-        wiring.connect(m, compute.spad_read0, spad.read0)
-        wiring.connect(m, compute.spad_read1, spad.read1)
+        if self.gate_vector_clock:
+            wiring.connect(m, compute.spad_read0, spad.read0)
+            wiring.connect(m, compute.spad_read1, spad.read1)
+            wiring.connect(m, compute.vector_spad_a, spad.read3)
+            wiring.connect(m, compute.vector_spad_b, spad.read4)
+        else:
+            for matmul, vector, port in ((compute.spad_read0, compute.vector_spad_a, spad.read0),
+                                         (compute.spad_read1, compute.vector_spad_b, spad.read1)):
+                busy = compute.vector_busy
+                m.d.comb += [port.addr.eq(Mux(busy, vector.addr, matmul.addr)),
+                             port.en.eq(Mux(busy, vector.en, matmul.en)),
+                             matmul.data.eq(port.data), vector.data.eq(port.data)]
         wiring.connect(m, store.spad_read, spad.read2)
         wiring.connect(m, compute.acc_read0, acc.read0)
         wiring.connect(m, compute.acc_read1, acc.read1)

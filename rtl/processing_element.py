@@ -34,7 +34,12 @@ class ProcessingElement(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         banks = [Signal(signed(8), name=f"w{i}") for i in range(2)]
-        product = Signal(signed(16))
+        # The datapath registers have no reset: the array's valid chain says when they count.
+        product = Signal(signed(16), reset_less=True)
+        a_out = Signal(signed(8), reset_less=True)
+        sel_out = Signal(reset_less=True)
+        psum_out = Signal(signed(32), reset_less=True)
+        m.d.comb += [self.a_out.eq(a_out), self.sel_out.eq(sel_out), self.psum_out.eq(psum_out)]
         weight = Signal(signed(8))
 
         m.d.comb += weight.eq(banks[0])
@@ -42,10 +47,10 @@ class ProcessingElement(wiring.Component):
             m.d.comb += weight.eq(banks[1])
         with m.If(self.en):
             m.d.sync += [
-                self.a_out.eq(self.a_in),
-                self.sel_out.eq(self.sel_in),
+                a_out.eq(self.a_in),
+                sel_out.eq(self.sel_in),
                 product.eq(self.a_in * weight),
-                self.psum_out.eq(self.psum_in + product),
+                psum_out.eq(self.psum_in + product),
             ]
         with m.If(self.w_shift):
             with m.If(self.w_bank):

@@ -17,11 +17,16 @@ class Scratchpad(wiring.Component):
     ``read_ports`` independent read ports (each one row per cycle; for block RAM, every read port
     beyond the first costs a copy of the memory) and one write port with a lane mask, so that a
     vector result can fill part of a row. Reads of a row written in the same cycle return the old
-    value.
+    value. ``read_domains`` names each read port's clock domain (default: all ``sync``).
     """
 
-    def __init__(self, config: NpuConfig, *, read_ports: int = 2):
+    def __init__(self, config: NpuConfig, *, read_ports: int = 2,
+                 read_domains: tuple[str, ...] | None = None):
         self.config = config
+        self.read_domains = read_domains or ("sync",) * read_ports
+        if len(self.read_domains) != read_ports:
+            raise ValueError(f"Read domains must name one domain per read port ({read_ports}), "
+                             f"not {self.read_domains!r}")
         self.row_layout = data.ArrayLayout(signed(8), config.rows)
         addr = config.scratchpad_addr_width
         members = {f"read{i}": In(ReadPortSignature(addr_width=addr, row_shape=self.row_layout))
@@ -44,6 +49,6 @@ class Scratchpad(wiring.Component):
         ]
         for i in range(self.read_ports):
             port = getattr(self, f"read{i}")
-            read = mem.read_port()
+            read = mem.read_port(domain=self.read_domains[i])
             m.d.comb += [read.addr.eq(port.addr), read.en.eq(port.en), port.data.eq(read.data)]
         return m

@@ -78,8 +78,8 @@ class SystolicArray(wiring.Component):
         for k in range(rows):
             value, bank = self.inputs.payload.values[k], self.inputs.payload.bank
             for stage in range(k):
-                delayed_value = Signal(signed(8), name=f"skew_{k}_{stage}")
-                delayed_bank = Signal(name=f"skew_bank_{k}_{stage}")
+                delayed_value = Signal(signed(8), name=f"skew_{k}_{stage}", reset_less=True)
+                delayed_bank = Signal(name=f"skew_bank_{k}_{stage}", reset_less=True)
                 with m.If(en):
                     m.d.sync += [delayed_value.eq(value), delayed_bank.eq(bank)]
                 value, bank = delayed_value, delayed_bank
@@ -89,7 +89,7 @@ class SystolicArray(wiring.Component):
         for c in range(cols):
             value = pes[rows - 1][c].psum_out
             for stage in range(cols - 1 - c):
-                delayed = Signal(signed(32), name=f"deskew_{c}_{stage}")
+                delayed = Signal(signed(32), name=f"deskew_{c}_{stage}", reset_less=True)
                 with m.If(en):
                     m.d.sync += delayed.eq(value)
                 value = delayed

@@ -68,7 +68,7 @@ def _build_key(verilog_text: str, config: NpuConfig, trace: bool) -> str:
     return digest.hexdigest()[:16]
 
 
-def _npu_verilog(config: NpuConfig) -> str:
+def _npu_verilog(config: NpuConfig, gate_vector_clock: bool) -> str:
     """The text of the NPU's Verilog (generated once per design and configuration, cached)."""
     if not isinstance(config, NpuConfig):
         raise TypeError(f"Config must be an NpuConfig, not {config!r}")
@@ -76,26 +76,33 @@ def _npu_verilog(config: NpuConfig) -> str:
     def npu():
         from rtl.npu import Npu  # only when the Verilog is not cached yet
 
-        return Npu(config)
+        return Npu(config, gate_vector_clock=gate_vector_clock)
 
-    return generate_verilog(npu, name="npu", key=("Npu", config)).read_text()
+    key = ("Npu", config, f"gate_vector_clock={gate_vector_clock}")
+    return generate_verilog(npu, name="npu", key=key).read_text()
 
 
-def _library(config: NpuConfig, text: str, trace: bool) -> Path:
-    flavour = "trace" if trace else "fast"
+def _library(config: NpuConfig, text: str, trace: bool, gate_vector_clock: bool) -> Path:
+    flavour = ("trace" if trace else "fast") + ("" if gate_vector_clock else "-ungated")
     key = _build_key(text, config, trace)
     return cache_dir() / "rtl_sim" / f"npu-{config.name}-{flavour}-{key}" / "obj" / LIBRARY
 
 
-def simulator_library(config: NpuConfig, *, trace: bool = False) -> Path:
+def simulator_library(config: NpuConfig, *, trace: bool = False,
+                      gate_vector_clock: bool = True) -> Path:
     """Where the shared library of the NPU in ``config`` is (or will be) cached."""
-    return _library(config, _npu_verilog(config), trace)
+    return _library(config, _npu_verilog(config, gate_vector_clock), trace, gate_vector_clock)
 
 
-def build_simulator(config: NpuConfig, *, trace: bool = False, quiet: bool = False) -> Path:
-    """The shared library of the NPU in ``config`` (built now if it is not cached yet)."""
-    text = _npu_verilog(config)
-    library = _library(config, text, trace)
+def build_simulator(config: NpuConfig, *, trace: bool = False, quiet: bool = False,
+                    gate_vector_clock: bool = True) -> Path:
+    """The shared library of the NPU in ``config`` (built now if it is not cached yet).
+
+    ``gate_vector_clock`` (see :class:`rtl.npu.Npu`): on by default, it makes the model several
+    times faster; off, the model is built from the same Verilog as an FPGA (slower, same cycles).
+    """
+    text = _npu_verilog(config, gate_vector_clock)
+    library = _library(config, text, trace, gate_vector_clock)
     build_dir = library.parent.parent
     if library.exists():
         return library
@@ -183,16 +190,20 @@ class RtlSimulator:
     moves up to ``bytes_per_cycle`` per cycle in each direction; ``set_backpressure`` adds seeded
     random pauses on every AXI channel; ``inject_error`` makes bursts that touch an address range
     answer SLVERR or DECERR (bursts past the end of DRAM always answer SLVERR).
+    ``gate_vector_clock=False`` builds the model without the vector unit's clock gate, from the
+    same Verilog as an FPGA build (slower; every cycle and output the same).
     """
 
     REGISTER_TIMEOUT = 1000  # cycles an AXI4-Lite access may take before it counts as hung
 
     def __init__(self, config: NpuConfig, *, dram_size: int = 1 << 24, trace: str | Path | None = None,
-                 quiet: bool = False):
+                 quiet: bool = False, gate_vector_clock: bool = True):
         if not isinstance(dram_size, int) or dram_size <= 0:
             raise ValueError(f"DRAM size must be a positive integer, not {dram_size!r}")
         self.config = config
-        self._lib = _load(build_simulator(config, trace=trace is not None, quiet=quiet))
+        self._handle = None
+        self._lib = _load(build_simulator(config, trace=trace is not None, quiet=quiet,
+                                          gate_vector_clock=gate_vector_clock))
         self._handle = self._lib.npu_sim_create(dram_size)
         self.dram_size = dram_size
         self.trace_path = None

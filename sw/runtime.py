@@ -395,11 +395,12 @@ class RtlDevice(Device):
     backend = "rtl"
 
     def __init__(self, config: NpuConfig, *, dram_size: int = 1 << 24, trace: str | Path | None = None,
-                 quiet: bool = False):
+                 quiet: bool = False, gate_vector_clock: bool = True):
         from sim.rtl_sim import RtlSimulator
 
         super().__init__(dram_size=dram_size, opened_config=config)
-        self.simulator = RtlSimulator(config, dram_size=dram_size, trace=trace, quiet=quiet)
+        self.simulator = RtlSimulator(config, dram_size=dram_size, trace=trace, quiet=quiet,
+                                      gate_vector_clock=gate_vector_clock)
 
     def write_dram(self, address: int, data) -> None:
         if isinstance(data, np.ndarray):

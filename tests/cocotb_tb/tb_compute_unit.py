@@ -28,7 +28,7 @@ from golden.machine import Machine, parameter_rows
 HEADER_BITS = sum(field.width for field in HEADER)
 INDEX_BITS = 32
 OPCODE_BITS = 4
-SPAD_PORTS = ("spad_read0", "spad_read1")
+SPAD_PORTS = ("spad_read0", "spad_read1", "vector_spad_a", "vector_spad_b")
 ACC_PORTS = ("acc_read0", "acc_read1", "acc_read2")
 PARAM_ADDR = 100
 
