@@ -29,7 +29,7 @@ m_axi (write) <- DmaWriter <- StoreUnit
   (vector x3, store), the array's accumulate port and the load unit's write port.
 """
 
-from amaranth import Cat, ClockDomain, ClockSignal, Module, Mux, ResetSignal, Signal
+from amaranth import Cat, Module, Mux, Signal
 from amaranth.lib import data, fifo, wiring
 from amaranth.lib.wiring import Out
 
@@ -39,6 +39,7 @@ from golden.config import NpuConfig
 from .accumulator import Accumulator
 from .axi import Axi4Signature, AxiLiteSignature, connect_flat, flat_members
 from .axi_read_arbiter import AxiReadArbiter
+from .clock_gate import add_gated_domain
 from .compute_unit import INDEX_BITS, ComputeUnit
 from .control_registers import ControlRegisters
 from .dma_reader import DmaReader
@@ -59,17 +60,11 @@ class Npu(wiring.Component):
     """The whole NPU with flat ports: ``s_axil_*`` (AXI4-Lite slave, 12 address bits),
     ``m_axi_*`` (AXI4 master), ``irq``.
 
-    ``gate_vector_clock`` (for simulation; FPGA builds leave it off, gated clocks do not belong in
-    FPGA fabric) runs the vector unit and its three accumulator read ports in a clock domain of
-    their own, ``vector``: ``clk`` gated by the compute unit's ``vector_enable`` (high while a
-    VECTOR is offered or running), latched while ``clk`` is low so that the gated clock has no
-    glitch, or by the reset. The domain's reset is the NPU's, registered in the domain (so a reset
-    must last two cycles; the harness holds it for four), and the clock runs until that register
-    has seen the reset end. The unit's registers then hold while it
-    is idle instead of loading values nothing reads, so every output and cycle count is the same as
-    without the gate, and Verilator, which evaluates a register and the logic that reads only
-    registers of one clock when that clock has an edge, skips the idle unit: most of the design's
-    logic in a program without VECTOR instructions.
+    ``gate_vector_clock`` (for simulation; FPGA builds leave it off) runs the vector unit and its
+    accumulator and scratchpad read ports from a gated clock (:mod:`rtl.clock_gate`) that runs
+    while the compute unit's ``vector_enable`` is high (a VECTOR offered or running). The cycle-
+    level behaviour is the same; Verilator then skips the idle unit, most of the design's logic
+    in a program without VECTOR instructions.
     """
 
     def __init__(self, config: NpuConfig, *, gate_vector_clock: bool = False):
@@ -106,15 +101,7 @@ class Npu(wiring.Component):
         m.submodules.accumulator = acc = Accumulator(
             cfg, read_ports=4, read_domains=(vector_domain,) * 3 + ("sync",))
         if self.gate_vector_clock:
-            m.domains.vector = ClockDomain("vector")
-            m.domains.vector_gate = ClockDomain("vector_gate", clk_edge="neg", reset_less=True)
-            gate = Signal()
-            reset = Signal(reset_less=True)
-            m.d.vector_gate += gate.eq(compute.vector_enable | reset)
-            m.d.vector += reset.eq(ResetSignal())
-            m.d.comb += [ClockSignal("vector_gate").eq(ClockSignal()),
-                         ClockSignal("vector").eq(ClockSignal() & (gate | ResetSignal())),
-                         ResetSignal("vector").eq(reset)]
+            add_gated_domain(m, "vector", enable=compute.vector_enable)
 
         # ---- buses ----------------------------------------------------------------------------
         connect_flat(m, owner=self, prefix="s_axil", interface=regs.bus)
