@@ -143,6 +143,7 @@ FORMATS: dict[Opcode, tuple[Field, ...]] = {
         Field("a_unsigned", 1, doc="ADD: operand a holds uint8 codes (stored as code - 128)"),
         Field("b_unsigned", 1, doc="ADD: operand b holds uint8 codes (stored as code - 128)"),
         Field("out_unsigned", 1, doc="ADD: the output holds uint8 codes (stored as code - 128)"),
+        Field("bias", 1, doc="REQUANT, fp32 mode: add the int32 section after the scales first"),
     ) + _LOOPS + _walk("a", "operand a") + _walk("b", "operand b") + _walk("out", "output") + (
         Field("out_lane", 8, doc="lane of the output row where each group starts"),
         Field("length", 16, doc="elements per group (at least 1)"),

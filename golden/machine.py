@@ -275,6 +275,8 @@ class Machine:
                      f"length must be at most vector_max_length "
                      f"{self.config.vector_max_length}, not {ins.length}")
         mode = RequantMode(ins.mode)
+        _require(not ins.bias or (funct == VectorFunct.REQUANT and mode == RequantMode.FP32),
+                 "bias is only for REQUANT in fp32 mode")
         a_rows, out_rows = _walk(ins, "a"), _walk(ins, "out")
         length = ins.length
         # Every row the instruction touches is checked before any parameter value: a, b, out,
@@ -333,11 +335,13 @@ class Machine:
         length = ins.length
         if funct == VectorFunct.REQUANT:
             if mode == RequantMode.FP32:
-                (bits,) = self._params(ins, length)
+                bits, *bias = self._params(ins, length, *([length] if ins.bias else []))
                 exponent = (bits.view(np.uint32) >> 23) & 0xFF
                 _require(bool(np.all((bits >= 0) & (exponent > 0) & (exponent < 0xFF))),
                          "REQUANT scales must be positive normal float32 values")
                 scale = bits.view(np.float32)
+                if bias:  # the layer's bias, int32 with wrap-around like the accumulator
+                    acc = quant.wrap_int32(acc.astype(np.int64) + bias[0])
                 return quant.requantize_fp32(acc, scale, zero_point=ins.out_zp)
             multiplier, shift = self._params(ins, length, length)
             _require(bool(np.all((shift >= -31) & (shift <= 30)) and np.all(multiplier >= 0)),

@@ -16,7 +16,14 @@ while the current one's inputs stream (double-buffered weights):
 VECTOR waits until every MATMUL result is in the accumulator, then runs on the vector unit (which
 has two scratchpad read ports of its own, ``vector_spad_a`` and ``vector_spad_b``; the NPU may
 share them with the matmul stages' ``spad_read0`` and ``spad_read1``, which are never busy at once).
-``done`` carries the instruction index and error code of every instruction, in program order.
+MATMULs after a VECTOR start while it runs (a convolution's next output tile computes while the
+previous one is requantised), unless they touch rows it reads or writes: the vector unit's
+``footprint`` (accumulator operand and parameter rows, scratchpad output rows) against the
+MATMUL's accumulator rows, input rows and weight rows, or it reads the scratchpad (ADD, MAX, which
+may share the scratchpad read ports with the matmul stages). Such a MATMUL waits in the check
+stage until the VECTOR is done. A second VECTOR waits for the first.
+``done`` carries the instruction index and error code of every instruction, in program order: a
+running VECTOR reports before every MATMUL that started after it.
 
 ``vector_domain`` names the clock domain the vector unit runs in (``sync`` unless the NPU gates
 its clock, see :class:`~rtl.npu.Npu`); ``vector_enable`` is high in every cycle the unit has work:
@@ -85,6 +92,7 @@ class ComputeUnit(wiring.Component):
             "flush": In(1),
             "idle": Out(1),
             "vector_busy": Out(1),
+            "vector_reads_scratchpad": Out(1),
             "vector_enable": Out(1),
             "macs": Out(range(config.rows * config.cols + 1)),
         })
@@ -139,11 +147,31 @@ class ComputeUnit(wiring.Component):
 
         check = Signal(ErrorCode)
         illegal = (w_ins.outer_count == 0) | (w_ins.inner_count == 0)
-        out_of_range = ((last_row(w_ins, "input") >= cfg.scratchpad_depth)
-                        | (last_row(w_ins, "acc") >= cfg.accumulator_depth)
+        input_last = Signal(last_row(w_ins, "input").shape())
+        acc_last = Signal(last_row(w_ins, "acc").shape())
+        m.d.comb += [input_last.eq(last_row(w_ins, "input")), acc_last.eq(last_row(w_ins, "acc"))]
+        out_of_range = ((input_last >= cfg.scratchpad_depth)
+                        | (acc_last >= cfg.accumulator_depth)
                         | (w_ins.load_weights & (w_ins.weight_addr + cols > cfg.scratchpad_depth)))
         m.d.comb += check.eq(Mux(illegal, ErrorCode.ILLEGAL_INSTRUCTION,
                                  Mux(out_of_range, ErrorCode.SRAM_OUT_OF_RANGE, ErrorCode.NONE)))
+
+        # Whether the MATMUL in the check stage must wait for the running VECTOR.
+        footprint = vector.footprint
+
+        def overlap(first, end, other_first, other_end):  # half-open row ranges
+            return (first < other_end) & (other_first < end)
+
+        acc_rows = (w_ins.acc_addr, acc_last + 1)
+        vector_conflict = Signal()
+        m.d.comb += vector_conflict.eq(
+            footprint.reads_scratchpad
+            | overlap(*acc_rows, footprint.acc_first, footprint.acc_end)
+            | overlap(*acc_rows, footprint.param_first, footprint.param_end)
+            | overlap(w_ins.input_addr, input_last + 1,
+                      footprint.spad_first, footprint.spad_end)
+            | (w_ins.load_weights & overlap(w_ins.weight_addr, w_ins.weight_addr + cols,
+                                            footprint.spad_first, footprint.spad_end)))
 
         settle = Signal(range(_ACCUMULATOR_SETTLE + 1))
         pipeline_empty = Signal()
@@ -155,6 +183,7 @@ class ComputeUnit(wiring.Component):
             m.d.sync += settle.eq(settle - 1)
 
         vector_active = Signal()
+        vector_index = Signal(INDEX_BITS)
         new_bank = ~last_bank
         bank_free = ~(i_busy & (i_bank == new_bank)) & (Mux(new_bank, in_flight[1], in_flight[0]) == 0)
 
@@ -172,15 +201,16 @@ class ComputeUnit(wiring.Component):
                         m.d.comb += self.command.ready.eq(1)
                         m.d.sync += [w_ins.eq(cmd.fields.matmul), w_index.eq(cmd.index)]
                         m.next = "CHECK"
-                    with m.Elif(pipeline_empty & ~stage_done_valid):
+                    with m.Elif(pipeline_empty & ~stage_done_valid & ~vector_active):
                         m.d.comb += [self.command.ready.eq(vector.command.ready),
                                      vector.command.valid.eq(1)]
                         with m.If(vector.command.ready):
-                            m.d.sync += [w_index.eq(cmd.index), vector_active.eq(1)]
-                            m.next = "VECTOR"
+                            m.d.sync += [vector_index.eq(cmd.index), vector_active.eq(1)]
             with m.State("CHECK"):
                 with m.If(check != ErrorCode.NONE):
                     m.next = "REPORT"
+                with m.Elif(vector_active & vector_conflict):
+                    pass  # wait until the VECTOR is done
                 with m.Elif(w_ins.load_weights):
                     m.d.sync += [w_bank.eq(new_bank), w_row.eq(0)]
                     m.next = "WAIT_BANK"
@@ -210,20 +240,17 @@ class ComputeUnit(wiring.Component):
                 with m.If(self.flush):  # drop the instruction
                     m.next = "IDLE"
             with m.State("REPORT"):
-                with m.If(pipeline_empty & ~stage_done_valid):
+                with m.If(pipeline_empty & ~stage_done_valid & ~vector_active):
                     m.d.sync += [stage_done_valid.eq(1), stage_done.index.eq(w_index),
                                  stage_done.error.eq(check)]
                     m.next = "IDLE"
                 with m.If(self.flush):  # drop the instruction
                     m.next = "IDLE"
-            with m.State("VECTOR"):
-                with m.If(vector.done.valid):
-                    m.d.comb += vector.done.ready.eq(~stage_done_valid)
-                    with m.If(~stage_done_valid):
-                        m.d.sync += [stage_done_valid.eq(1), stage_done.index.eq(w_index),
-                                     stage_done.error.eq(vector.done.payload.error),
-                                     vector_active.eq(0)]
-                        m.next = "IDLE"
+        # The VECTOR's done, whatever the weights stage is doing (REPORT waits for it).
+        m.d.comb += vector.done.ready.eq(~stage_done_valid)
+        with m.If(vector.done.valid & ~stage_done_valid):
+            m.d.sync += [stage_done_valid.eq(1), stage_done.index.eq(vector_index),
+                         stage_done.error.eq(vector.done.payload.error), vector_active.eq(0)]
         m.d.comb += vector.command.payload.eq(cmd.fields.vector)
 
         # ---- input stage: a read stage (the scratchpad port) in front of the array ---------
@@ -285,14 +312,16 @@ class ComputeUnit(wiring.Component):
             m.d.sync += in_flight[bank].eq(in_flight[bank] + up - down)
 
         # ---- done ---------------------------------------------------------------------------
-        with m.If(matmul_done_valid):
-            m.d.comb += [self.done.valid.eq(1), self.done.payload.eq(matmul_done)]
-            with m.If(self.done.ready):
-                m.d.sync += matmul_done_valid.eq(0)
-        with m.Elif(stage_done_valid):
+        # A stage done (a check error or a VECTOR) is set only while no MATMUL is in flight, so
+        # any matmul done is younger; and every MATMUL in flight while a VECTOR runs is younger.
+        with m.If(stage_done_valid):
             m.d.comb += [self.done.valid.eq(1), self.done.payload.eq(stage_done)]
             with m.If(self.done.ready):
                 m.d.sync += stage_done_valid.eq(0)
+        with m.Elif(matmul_done_valid & ~vector_active):
+            m.d.comb += [self.done.valid.eq(1), self.done.payload.eq(matmul_done)]
+            with m.If(self.done.ready):
+                m.d.sync += matmul_done_valid.eq(0)
 
         # ---- the vector unit's ports -----------------------------------------------------------
         wiring.connect(m, wiring.flipped(self.acc_read0), vector.acc_values)
@@ -305,6 +334,7 @@ class ComputeUnit(wiring.Component):
         m.d.comb += [
             self.macs.eq(Mux(array.inputs.valid & array.inputs.ready, rows * cols, 0)),
             self.vector_busy.eq(vector_active),
+            self.vector_reads_scratchpad.eq(vector_active & vector.footprint.reads_scratchpad),
             self.vector_enable.eq(vector.command.valid | vector_active),
             self.idle.eq(weights_fsm.ongoing("IDLE") & pipeline_empty & ~vector_active
                          & ~stage_done_valid & ~w_beat_valid),

@@ -127,7 +127,7 @@ class Npu(wiring.Component):
         else:
             for matmul, vector, port in ((compute.spad_read0, compute.vector_spad_a, spad.read0),
                                          (compute.spad_read1, compute.vector_spad_b, spad.read1)):
-                busy = compute.vector_busy
+                busy = compute.vector_reads_scratchpad
                 m.d.comb += [port.addr.eq(Mux(busy, vector.addr, matmul.addr)),
                              port.en.eq(Mux(busy, vector.en, matmul.en)),
                              matmul.data.eq(port.data), vector.data.eq(port.data)]

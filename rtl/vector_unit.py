@@ -13,8 +13,8 @@ Structure (one instruction at a time, in this order):
    ``j`` in *beats*: runs of consecutive elements that lie in one input row and one output row
    (flat lane mapping, ``docs/isa.md``). Input rows are ``cols`` int32 lanes (accumulator
    operands) or ``rows`` int8 lanes (scratchpad operands), and element ``j`` sits in input lane
-   ``j % width``; per-element parameters (REQUANT scales or multipliers and shifts, LAYERNORM
-   gamma and beta) start on a row boundary too, so they are lane-aligned with the operand and are
+   ``j % width``; per-element parameters (REQUANT scales and biases or multipliers and shifts,
+   LAYERNORM gamma and beta) start on a row boundary too, so they are lane-aligned with the operand and are
    read in the same cycle through two more accumulator read ports. One beat is issued per cycle;
    when input, output and array widths agree and ``out_lane`` is 0, a beat is a whole row.
 4. **Function units**, all fed from the same registered read stage, one of them selected by
@@ -32,6 +32,8 @@ function units on the elements in use) give ``ILLEGAL_INSTRUCTION``. The instruc
 its end with every write from the faulting beat on suppressed (so the row units finish their
 rows and the unit is ready for the next instruction); earlier beats of that instruction may
 already have been written. ``done`` carries one word per instruction with its error code.
+``footprint`` says, while an instruction is in progress, which SRAM rows it reads and writes, so
+that the compute unit can run independent MATMULs alongside it.
 """
 
 from amaranth import Array, C, Cat, Module, Mux, Signal, signed
@@ -50,9 +52,19 @@ from .quantized_adder import QuantizedAdder
 from .requantizer import Requantizer
 from .softmax_unit import SoftmaxUnit
 
-__all__ = ["VectorUnit", "vector_done_layout"]
+__all__ = ["VectorUnit", "vector_done_layout", "vector_footprint_layout", "FOOTPRINT_BITS"]
 
 vector_done_layout = data.StructLayout({"error": ErrorCode})
+#: Width of a footprint bound (the check stage's row arithmetic, before the range checks).
+FOOTPRINT_BITS = 28
+#: The SRAM rows the instruction in progress may touch, as half-open row ranges [first, end)
+#: (conservative: the parameter range covers every section a funct may read).
+vector_footprint_layout = data.StructLayout({
+    "reads_scratchpad": 1,                       # ADD, MAX: the operands are scratchpad rows
+    "acc_first": FOOTPRINT_BITS, "acc_end": FOOTPRINT_BITS,       # accumulator operand rows
+    "param_first": FOOTPRINT_BITS, "param_end": FOOTPRINT_BITS,   # accumulator parameter rows
+    "spad_first": FOOTPRINT_BITS, "spad_end": FOOTPRINT_BITS,     # scratchpad output rows
+})
 
 #: Constant words read at ``param_addr`` before the beats: ADD fixed mode has the most.
 _CONST_WORDS = 9
@@ -83,6 +95,7 @@ class VectorUnit(wiring.Component):
         super().__init__({
             "command": In(stream.Signature(format_layout(Opcode.VECTOR))),
             "done": Out(stream.Signature(vector_done_layout)),
+            "footprint": Out(vector_footprint_layout),
             "acc_values": Out(ReadPortSignature(addr_width=acc_addr, row_shape=acc_row)),
             "acc_params0": Out(ReadPortSignature(addr_width=acc_addr, row_shape=acc_row)),
             "acc_params1": Out(ReadPortSignature(addr_width=acc_addr, row_shape=acc_row)),
@@ -98,7 +111,7 @@ class VectorUnit(wiring.Component):
         rows, cols = cfg.rows, cfg.cols
         lanes = max(rows, cols)                   # widest input row
         log_rows, log_cols = _log2(rows), _log2(cols)
-        wide = 28                                 # row arithmetic before the range checks
+        wide = FOOTPRINT_BITS                     # row arithmetic before the range checks
 
         ins = Signal(format_layout(Opcode.VECTOR))
         error = Signal(ErrorCode)
@@ -137,8 +150,8 @@ class VectorUnit(wiring.Component):
         ]
         with m.Switch(funct):
             with m.Case(VectorFunct.REQUANT):
-                m.d.comb += param_rows.eq(Mux(ins.mode == RequantMode.FIXED, 2 * length_rows,
-                                              length_rows))
+                m.d.comb += param_rows.eq(Mux((ins.mode == RequantMode.FIXED) | ins.bias,
+                                              2 * length_rows, length_rows))
             with m.Case(VectorFunct.ADD):
                 m.d.comb += param_rows.eq(Mux(ins.mode == RequantMode.FIXED, ceil_cols(9),
                                               ceil_cols(3)))
@@ -150,7 +163,16 @@ class VectorUnit(wiring.Component):
                 m.d.comb += param_rows.eq(ceil_cols(intops.LAYERNORM_CONST_COUNT)
                                           + 2 * length_rows)
 
-        illegal = ((funct > max(f.value for f in VectorFunct)) | (ins.length == 0)
+        bias_misused = ins.bias & ((funct != VectorFunct.REQUANT) | (ins.mode == RequantMode.FIXED))
+        m.d.comb += [self.footprint.reads_scratchpad.eq(spad_op),
+                     self.footprint.acc_first.eq(ins.a_addr),
+                     self.footprint.acc_end.eq(a_last + 1),
+                     self.footprint.param_first.eq(ins.param_addr),
+                     self.footprint.param_end.eq(ins.param_addr + param_rows),
+                     self.footprint.spad_first.eq(ins.out_addr),
+                     self.footprint.spad_end.eq(out_last + 1)]
+
+        illegal = ((funct > max(f.value for f in VectorFunct)) | (ins.length == 0) | bias_misused
                    | (ins.clip_lo > ins.clip_hi) | (ins.out_lane >= rows)
                    | (row_op & (ins.length > cfg.vector_max_length))
                    | (ins.outer_count == 0) | (ins.inner_count == 0))
@@ -228,7 +250,8 @@ class VectorUnit(wiring.Component):
         a_values, b_values = self.spad_a.data, self.spad_b.data
         for lane, unit in enumerate(requantizers):
             p = unit.inputs.payload
-            m.d.comb += [p.acc.eq(acc_values[lane]), p.fixed.eq(ins.mode == RequantMode.FIXED),
+            biased = acc_values[lane] + Mux(ins.bias, params1[lane], 0)  # int32, wraps
+            m.d.comb += [p.acc.eq(biased[:32]), p.fixed.eq(ins.mode == RequantMode.FIXED),
                          p.scale.eq(params0[lane]), p.shift.eq(params1[lane]),
                          p.zero_point.eq(ins.out_zp), p.clip_lo.eq(ins.clip_lo),
                          p.clip_hi.eq(ins.clip_hi)]

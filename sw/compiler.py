@@ -10,8 +10,13 @@ Convolution (DESIGN section 2, docs/isa.md): no host im2col. For an output tile,
 (with its halo) is loaded once per channel chunk of ``rows`` channels by a padded, strided LOAD
 (the padding value is the input zero point, so the folded bias stays exact at the borders). Then
 each kernel tap and channel chunk is one MATMUL that walks the tile's output pixels with the
-convolution stride, accumulating on top of the bias, and one VECTOR REQUANT turns the int32 sums
-into the output codes with the fused ReLU clip. Grouped and depthwise convolutions use the same
+convolution stride, the first one overwriting the accumulator rows and the others accumulating,
+and one VECTOR REQUANT adds the bias to the int32 sums and turns them into the output codes with
+the fused ReLU clip. (In ``fixed`` requantisation mode, whose REQUANT takes no bias, a LOAD puts
+the bias row into every accumulator row first and every MATMUL accumulates on top of it; that
+load competes with the array for the accumulator's write port.) The first step of a layer
+loads and computes chunk by chunk, so the array starts on the first input chunk (the prologue is
+the only part of the layer nothing overlaps). Grouped and depthwise convolutions use the same
 path: their weights are expanded to a dense block-diagonal kernel and weight tiles that are zero
 by construction are skipped, so a depthwise layer runs one diagonal weight tile per channel chunk.
 A dense layer is a 1x1 convolution over the rows of its input; average pooling is a depthwise
@@ -132,6 +137,38 @@ def _load_contiguous_rows(*, mem: Memory, sram_addr: int, dram_addr: int, rows: 
     return loads
 
 
+def _first_step_by_chunk(step: Step, *, chunks: list[int], tap_rows: int, row_bytes: int,
+                         weight_block: tuple[int, int], other_weights: list[Instruction],
+                         input_loads: dict[int, Instruction],
+                         param_loads: list[Instruction]) -> list[Step]:
+    """A convolution's first step as one step per input chunk in ``chunks``: chunk i's input
+    tile LOAD, its weight tiles (``tap_rows`` rows of the first resident block, which lies at
+    SRAM row / DRAM byte ``weight_block``, chunk-major) and its MATMULs. The first sub-step also
+    loads the parameters, the last the other input chunks and weight blocks and keeps the
+    REQUANT and the stores. ``step`` is the unsplit step (its MATMULs in chunk order, one per
+    tap, then the REQUANT)."""
+    sram_row, dram_byte = weight_block
+    matmuls = step.computes[:-1] if step.stores else step.computes
+    per_chunk = len(matmuls) // len(chunks)
+    sub_steps = []
+    for i, k in enumerate(chunks):
+        sub = Step()
+        sub.loads += [input_loads[k]]
+        sub.loads += _load_contiguous_rows(
+            mem=Memory.SCRATCHPAD, sram_addr=sram_row + i * tap_rows,
+            dram_addr=dram_byte + i * tap_rows * row_bytes, rows=tap_rows, row_bytes=row_bytes,
+            elem_len=row_bytes)
+        if i == 0:
+            sub.loads += param_loads
+        sub.computes = matmuls[i * per_chunk:(i + 1) * per_chunk]
+        sub_steps.append(sub)
+    last = sub_steps[-1]
+    last.loads += [load for k, load in input_loads.items() if k not in chunks] + other_weights
+    last.computes += step.computes[len(matmuls):]
+    last.stores = step.stores
+    return sub_steps
+
+
 # DRAM image -------------------------------------------------------------------------------------
 
 class DramImage:
@@ -240,7 +277,10 @@ class _Lowering:
             out_groups = {o // per_group_out for o in range(j * c, min(cout, (j + 1) * c))}
             needed.append([k for k in range(k_chunks) if out_groups & {
                 i // per_group_in for i in range(k * r, min(cin, (k + 1) * r))}])
-        param_rows = 3 if self.mode == "fixed" else 2  # bias row, then the scale section(s)
+        # REQUANT adds the bias itself in fp32 mode (scale section, then bias section); in fixed
+        # mode the bias row is loaded into the accumulator rows (bias row, multipliers, shifts).
+        fused_bias = self.mode == "fp32"
+        param_rows = 2 if fused_bias else 3
 
         # Plan: chunks per K-part, weights resident or streamed, the largest output tile.
         total_weight_rows = sum(len(ks) for ks in needed) * len(taps) * c
@@ -302,8 +342,9 @@ class _Lowering:
         param_offsets = []
         for j in range(n_tiles):
             channels = slice(j * c, min(cout, (j + 1) * c))
-            params = parameter_rows(cfg, bias[channels], *self.requant_sections(
-                layer.scale[channels], layer.real_multiplier[channels]))
+            sections = self.requant_sections(layer.scale[channels], layer.real_multiplier[channels])
+            params = parameter_rows(cfg, *((*sections, bias[channels]) if fused_bias
+                                           else (bias[channels], *sections)))
             param_offsets.append(self.image.constant(params.astype(np.int32)))
 
         # On-chip layout (two of each buffer).
@@ -338,29 +379,30 @@ class _Lowering:
                         acc_buf, prm = acc_buffers[outputs % 2], param_buffers[outputs % 2]
                         for p, ks in enumerate(k_parts[j]):
                             u = len(steps)
-                            step = Step()
+                            weight_loads = {}  # resident weight blocks, loaded by the first step
                             if resident and u == 0:
                                 for key, (_, offset, count) in weight_blocks.items():
-                                    step.loads += _load_contiguous_rows(
+                                    weight_loads[key] = _load_contiguous_rows(
                                         mem=Memory.SCRATCHPAD, sram_addr=resident_rows[key],
                                         dram_addr=offset, rows=count, row_bytes=r, elem_len=r)
+                            input_loads = {}  # input chunk -> its tile LOAD
                             if reload_input:
                                 x_buf = x_buffers[u % 2]
-                                step.loads += [_tile_load(
-                                    sram_addr=x_buf + i * chunk_rows, dram_addr=pixel + k * r,
-                                    ygeo=ygeo, xgeo=xgeo, elem_len=min(r, cin - k * r),
-                                    row_stride=w * cin, elem_stride=cin, pad_value=x_zp)
-                                    for i, k in enumerate(ks)]
                                 chunk_slot = {k: i for i, k in enumerate(ks)}
                             else:
                                 x_buf = tile_x_buf
-                                if j == 0:
-                                    step.loads += [_tile_load(
-                                        sram_addr=x_buf + k * chunk_rows, dram_addr=pixel + k * r,
-                                        ygeo=ygeo, xgeo=xgeo, elem_len=min(r, cin - k * r),
-                                        row_stride=w * cin, elem_stride=cin, pad_value=x_zp)
-                                        for k in range(k_chunks)]
                                 chunk_slot = {k: k for k in range(k_chunks)}
+                            if reload_input or j == 0:
+                                for k in (ks if reload_input else range(k_chunks)):
+                                    input_loads[k] = _tile_load(
+                                        sram_addr=x_buf + chunk_slot[k] * chunk_rows,
+                                        dram_addr=pixel + k * r, ygeo=ygeo, xgeo=xgeo,
+                                        elem_len=min(r, cin - k * r), row_stride=w * cin,
+                                        elem_stride=cin, pad_value=x_zp)
+                            step = Step()
+                            for loads in weight_loads.values():
+                                step.loads += loads
+                            step.loads += input_loads.values()
                             tiles, offset, count = weight_blocks[j, p]
                             if resident:
                                 w_base = resident_rows[j, p]
@@ -369,17 +411,23 @@ class _Lowering:
                                 step.loads += _load_contiguous_rows(
                                     mem=Memory.SCRATCHPAD, sram_addr=w_base, dram_addr=offset,
                                     rows=count, row_bytes=r, elem_len=r)
-                            if p == 0:
-                                step.loads.append(Instruction(  # the bias row into every output row
+                            param_loads = []
+                            if p == 0 and not fused_bias:
+                                param_loads.append(Instruction(  # the bias row into every output row
                                     Opcode.LOAD, mem=Memory.ACCUMULATOR, sram_addr=acc_buf,
                                     dram_addr=param_offsets[j], rows=rows, cols=cols, elem_len=c))
-                                step.loads.append(Instruction(
+                            if p == 0:
+                                first_param = 0 if fused_bias else 1  # fixed: after the bias row
+                                param_loads.append(Instruction(
                                     Opcode.LOAD, mem=Memory.ACCUMULATOR, sram_addr=prm,
-                                    dram_addr=param_offsets[j] + 4 * c, rows=1,
-                                    cols=param_rows - 1, elem_len=c, dram_elem_stride=4 * c))
+                                    dram_addr=param_offsets[j] + 4 * c * first_param, rows=1,
+                                    cols=param_rows - first_param, elem_len=c,
+                                    dram_elem_stride=4 * c))
+                            step.loads += param_loads
                             for t, ((ky, kx), k) in enumerate(tiles):
+                                overwrite = fused_bias and p == 0 and t == 0
                                 step.computes.append(Instruction(
-                                    Opcode.MATMUL, accumulate=1, load_weights=1,
+                                    Opcode.MATMUL, accumulate=int(not overwrite), load_weights=1,
                                     weight_addr=w_base + t * c, outer_count=rows,
                                     inner_count=cols,
                                     input_addr=x_buf + chunk_slot[k] * chunk_rows
@@ -392,13 +440,24 @@ class _Lowering:
                                 step.computes.append(self._requant(
                                     acc_buf=acc_buf, out_buf=out_buf, rows=rows, cols=cols,
                                     channels=channels, param_addr=prm, output=layer.output,
-                                    clip=layer.clip))
+                                    clip=layer.clip, bias=fused_bias))
                                 step.stores.append(Instruction(
                                     Opcode.STORE, mem=Memory.SCRATCHPAD, sram_addr=out_buf,
                                     dram_addr=y_addr + ((image_index * oh + oy0) * ow + ox0) * cout
                                     + j * c, rows=rows, cols=cols, elem_len=channels,
                                     dram_row_stride=ow * cout, dram_elem_stride=cout))
-                            steps.append(step)
+                            if u == 0 and resident and len(ks) > 1:
+                                # The prologue, which nothing overlaps: start the array on the
+                                # first input chunk instead of after the whole tile and every
+                                # resident weight tile.
+                                steps += _first_step_by_chunk(
+                                    step, chunks=ks, tap_rows=len(taps) * c, row_bytes=r,
+                                    weight_block=(resident_rows[j, p], offset),
+                                    other_weights=[ins for key, loads in weight_loads.items()
+                                                   if key != (j, p) for ins in loads],
+                                    input_loads=input_loads, param_loads=param_loads)
+                            else:
+                                steps.append(step)
                         outputs += 1
                     tiles_done += 1
         return steps
@@ -415,9 +474,11 @@ class _Lowering:
         pairs = [quant.quantize_multiplier(float(m)) for m in real]
         return [np.array([p[0] for p in pairs], np.int32), np.array([p[1] for p in pairs], np.int32)]
 
-    def _requant(self, *, acc_buf, out_buf, rows, cols, channels, param_addr, output, clip):
+    def _requant(self, *, acc_buf, out_buf, rows, cols, channels, param_addr, output, clip,
+                 bias=False):
         return Instruction(
-            Opcode.VECTOR, funct=VectorFunct.REQUANT, mode=self.requant_mode, outer_count=rows,
+            Opcode.VECTOR, funct=VectorFunct.REQUANT, mode=self.requant_mode, bias=int(bias),
+            outer_count=rows,
             inner_count=cols, a_addr=acc_buf, a_outer_stride=cols, a_inner_stride=1,
             out_addr=out_buf, out_outer_stride=cols, out_inner_stride=1, length=channels,
             param_addr=param_addr, out_zp=output.quant.stored_zero_point,

@@ -214,6 +214,32 @@ def test_requant_with_relu6_clip_and_lane_mapping(config, mode, rng):
     assert got[0, 0] == hi and got[0, 1] == lo
 
 
+@pytest.mark.parametrize("config", CONFIGS, ids=config_id)
+def test_requant_with_bias_adds_the_bias_section_first_with_int32_wraparound(config, rng):
+    """REQUANT fp32 with ``bias``: the section after the scales is added to the int32 values
+    (wrapping like the accumulator) before the scale, i.e. exactly what a bias row loaded into
+    the accumulator and accumulated onto gave before."""
+    c = config.cols
+    groups = 4
+    machine = Machine(config, dram_size=1 << 16)
+    acc = rng.integers(-(1 << 20), 1 << 20, (groups, c)).astype(np.int32)
+    bias = rng.integers(-(1 << 20), 1 << 20, c).astype(np.int32)
+    acc[0, 0], bias[0] = (1 << 31) - 5, 10  # wraps to a large negative sum
+    scale = rng.uniform(1e-5, 1e-3, c).astype(np.float32)
+    machine.accumulator[:groups] = acc
+    machine.accumulator[100] = as_int32_bits(scale)
+    machine.accumulator[101] = bias
+    rows_per_group = -(-c // config.rows)
+    program = [I(O.VECTOR, funct=VectorFunct.REQUANT, bias=1, outer_count=1, inner_count=groups,
+                 a_addr=0, a_inner_stride=1, out_addr=200, out_inner_stride=rows_per_group,
+                 length=c, param_addr=100, out_zp=5, clip_lo=-128, clip_hi=127), I(O.FINISH)]
+    assert run_program(machine, program).ok
+    got = machine.scratchpad[200:200 + groups * rows_per_group].reshape(groups, -1)[:, :c]
+    summed = quant.wrap_int32(acc.astype(np.int64) + bias)
+    np.testing.assert_array_equal(got, quant.requantize_fp32(summed, scale, zero_point=5))
+    assert got[0, 0] == -128  # the wrapped sum, not a saturated positive one
+
+
 def test_requant_into_a_lane_offset_leaves_other_lanes_alone():
     config = NpuConfig(name="8x4", rows=8, cols=4, scratchpad_depth=256, accumulator_depth=64,
                        axi_data_width=64, vector_max_length=64)
@@ -392,6 +418,10 @@ def test_errors_report_code_and_faulting_index_and_machine_stays_usable():
         ([I(O.VECTOR, funct=VectorFunct.SOFTMAX, outer_count=1, inner_count=1, length=257,
             clip_hi=127), I(O.FINISH)], ErrorCode.ILLEGAL_INSTRUCTION, 0),
         ([I(O.SYNC, push_next=1), I(O.FINISH)], ErrorCode.ILLEGAL_INSTRUCTION, 0),
+        ([I(O.VECTOR, outer_count=1, inner_count=1, length=4, clip_hi=127, bias=1,
+            mode=RequantMode.FIXED), I(O.FINISH)], ErrorCode.ILLEGAL_INSTRUCTION, 0),
+        ([I(O.VECTOR, funct=VectorFunct.GELU, outer_count=1, inner_count=1, length=4, clip_hi=127,
+            bias=1), I(O.FINISH)], ErrorCode.ILLEGAL_INSTRUCTION, 0),
     ]
     for program, code, index in cases:
         words = [p if isinstance(p, Instruction) else None for p in program]

@@ -165,7 +165,12 @@ class TB(ClockedTB):
                       **self.random_walks(funct, length, out_lane))
         scale = lambda: float(10.0 ** rng.uniform(-4, 0))  # noqa: E731
         if funct == VectorFunct.REQUANT and mode == RequantMode.FP32:
-            self.set_params((10.0 ** rng.uniform(-7, 0, length)).astype(np.float32))
+            scales = (10.0 ** rng.uniform(-7, 0, length)).astype(np.float32)
+            if rng.random() < 0.5:  # with a bias section: full int32 range, so sums wrap
+                fields.update(bias=1)
+                self.set_params(scales, rng.integers(-(1 << 31), 1 << 31, length))
+            else:
+                self.set_params(scales)
         elif funct == VectorFunct.REQUANT:
             self.set_params(rng.integers(1 << 30, 1 << 31, length), rng.integers(-31, 31, length))
         elif funct == VectorFunct.ADD:
@@ -252,6 +257,8 @@ async def errors_are_reported_and_the_unit_restarts(dut):
     await tb.check(good.replace(out_lane=cfg.rows), expect=illegal)
     await tb.check(good.replace(clip_lo=5, clip_hi=4), expect=illegal)
     await tb.check(good.replace(inner_count=0), expect=illegal)
+    await tb.check(good.replace(bias=1, mode=RequantMode.FIXED), expect=illegal)
+    await tb.check(good.replace(bias=1, funct=VectorFunct.GELU), expect=illegal)
     await tb.check(good.replace(funct=VectorFunct.SOFTMAX, length=cfg.vector_max_length + 1),
                    expect=illegal)
     await tb.check(good.replace(a_addr=cfg.accumulator_depth - 1, length=cfg.cols + 1),
