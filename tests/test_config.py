@@ -3,6 +3,7 @@ import dataclasses
 import pytest
 
 from golden.config import PRESETS, NpuConfig, get_config
+from golden.isa import INSTRUCTION_BITS
 
 
 def test_presets_have_the_documented_array_sizes():
@@ -48,7 +49,7 @@ def test_configuration_is_frozen():
     (dict(accumulator_depth=8), "Accumulator depth must be at least rows = 16"),
     (dict(axi_data_width=48), "Axi data width must be one of 32, 64, 128, 256, 512, not 48"),
     (dict(axi_addr_width=40), "Axi addr width must be between 16 and 32, not 40"),
-    (dict(instruction_width=128), "Instruction width must be at least 244"),
+    (dict(instruction_width=128), f"Instruction width must be at least {INSTRUCTION_BITS}"),
     (dict(vector_max_length=100), "Vector max length must be a multiple of cols \\(16\\)"),
     (dict(queue_depth=3), "Queue depth must be a power of two, not 3"),
     (dict(name=""), "Name must be a non-empty string"),
