@@ -138,15 +138,14 @@ def _load_contiguous_rows(*, mem: Memory, sram_addr: int, dram_addr: int, rows: 
 
 
 def _first_step_by_chunk(step: Step, *, chunks: list[int], tap_rows: int, row_bytes: int,
-                         weight_block: tuple[int, int], other_weights: list[Instruction],
-                         input_loads: dict[int, Instruction],
+                         weight_block: tuple[int, int], input_loads: dict[int, Instruction],
                          param_loads: list[Instruction]) -> list[Step]:
     """A convolution's first step as one step per input chunk in ``chunks``: chunk i's input
     tile LOAD, its weight tiles (``tap_rows`` rows of the first resident block, which lies at
     SRAM row / DRAM byte ``weight_block``, chunk-major) and its MATMULs. The first sub-step also
-    loads the parameters, the last the other input chunks and weight blocks and keeps the
-    REQUANT and the stores. ``step`` is the unsplit step (its MATMULs in chunk order, one per
-    tap, then the REQUANT)."""
+    loads the parameters; the last also loads the other input chunks and keeps the REQUANT and
+    the stores. ``step`` is the unsplit step (its MATMULs in chunk order, one per tap, then the
+    REQUANT)."""
     sram_row, dram_byte = weight_block
     matmuls = step.computes[:-1] if step.stores else step.computes
     per_chunk = len(matmuls) // len(chunks)
@@ -163,7 +162,7 @@ def _first_step_by_chunk(step: Step, *, chunks: list[int], tap_rows: int, row_by
         sub.computes = matmuls[i * per_chunk:(i + 1) * per_chunk]
         sub_steps.append(sub)
     last = sub_steps[-1]
-    last.loads += [load for k, load in input_loads.items() if k not in chunks] + other_weights
+    last.loads += [load for k, load in input_loads.items() if k not in chunks]
     last.computes += step.computes[len(matmuls):]
     last.stores = step.stores
     return sub_steps
@@ -365,6 +364,7 @@ class _Lowering:
         x_addr, y_addr = self.address(layer.input), self.address(layer.output)
         x_zp = layer.input.quant.stored_zero_point
         steps: list[Step] = []
+        resident_loaded: set[tuple[int, int]] = set()
         outputs = tiles_done = 0
         for image_index in range(n):
             for oy0, rows in _spans(oh, th):
@@ -379,12 +379,13 @@ class _Lowering:
                         acc_buf, prm = acc_buffers[outputs % 2], param_buffers[outputs % 2]
                         for p, ks in enumerate(k_parts[j]):
                             u = len(steps)
-                            weight_loads = {}  # resident weight blocks, loaded by the first step
-                            if resident and u == 0:
-                                for key, (_, offset, count) in weight_blocks.items():
-                                    weight_loads[key] = _load_contiguous_rows(
-                                        mem=Memory.SCRATCHPAD, sram_addr=resident_rows[key],
-                                        dram_addr=offset, rows=count, row_bytes=r, elem_len=r)
+                            weight_loads = {}  # a resident weight block, by the first step using it
+                            if resident and (j, p) not in resident_loaded:
+                                resident_loaded.add((j, p))
+                                _, offset, count = weight_blocks[j, p]
+                                weight_loads[j, p] = _load_contiguous_rows(
+                                    mem=Memory.SCRATCHPAD, sram_addr=resident_rows[j, p],
+                                    dram_addr=offset, rows=count, row_bytes=r, elem_len=r)
                             input_loads = {}  # input chunk -> its tile LOAD
                             if reload_input:
                                 x_buf = x_buffers[u % 2]
@@ -448,13 +449,10 @@ class _Lowering:
                                     dram_row_stride=ow * cout, dram_elem_stride=cout))
                             if u == 0 and resident and len(ks) > 1:
                                 # The prologue, which nothing overlaps: start the array on the
-                                # first input chunk instead of after the whole tile and every
-                                # resident weight tile.
+                                # first input chunk instead of after the whole input tile.
                                 steps += _first_step_by_chunk(
                                     step, chunks=ks, tap_rows=len(taps) * c, row_bytes=r,
                                     weight_block=(resident_rows[j, p], offset),
-                                    other_weights=[ins for key, loads in weight_loads.items()
-                                                   if key != (j, p) for ins in loads],
                                     input_loads=input_loads, param_loads=param_loads)
                             else:
                                 steps.append(step)
