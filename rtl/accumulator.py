@@ -6,7 +6,7 @@ from amaranth.lib.wiring import In
 
 from golden.config import NpuConfig
 
-from .ports import ReadPortSignature, WritePortSignature
+from .ports import ReadPortSignature, WritePortSignature, read_port_domains
 
 __all__ = ["Accumulator", "accumulate_layout"]
 
@@ -38,10 +38,7 @@ class Accumulator(wiring.Component):
                  read_domains: tuple[str, ...] | None = None):
         self.config = config
         self.read_ports = read_ports
-        self.read_domains = read_domains or ("sync",) * read_ports
-        if len(self.read_domains) != read_ports:
-            raise ValueError(f"Read domains must name one domain per read port ({read_ports}), "
-                             f"not {self.read_domains!r}")
+        self.read_domains = read_port_domains(read_ports, read_domains)
         self.row_layout = data.ArrayLayout(signed(32), config.cols)
         addr = config.accumulator_addr_width
         members = {

@@ -6,7 +6,7 @@ from amaranth.lib.wiring import In
 
 from golden.config import NpuConfig
 
-from .ports import ReadPortSignature, WritePortSignature
+from .ports import ReadPortSignature, WritePortSignature, read_port_domains
 
 __all__ = ["Scratchpad"]
 
@@ -23,10 +23,7 @@ class Scratchpad(wiring.Component):
     def __init__(self, config: NpuConfig, *, read_ports: int = 2,
                  read_domains: tuple[str, ...] | None = None):
         self.config = config
-        self.read_domains = read_domains or ("sync",) * read_ports
-        if len(self.read_domains) != read_ports:
-            raise ValueError(f"Read domains must name one domain per read port ({read_ports}), "
-                             f"not {self.read_domains!r}")
+        self.read_domains = read_port_domains(read_ports, read_domains)
         self.row_layout = data.ArrayLayout(signed(8), config.rows)
         addr = config.scratchpad_addr_width
         members = {f"read{i}": In(ReadPortSignature(addr_width=addr, row_shape=self.row_layout))

@@ -106,26 +106,23 @@ def _matmul_after_requant(config, *, m2_input: int, m2_acc: int, n: int) -> list
 
     r, c = config.rows, config.cols
     weights, params, out = 4 * n, 4 * n - 1, 2 * n
-    def load(mem, sram, dram, count, width):
-        return I(O.LOAD, mem=mem, sram_addr=sram, dram_addr=dram, rows=1, cols=count,
-                 elem_len=width, dram_elem_stride=width * (4 if mem == Memory.ACCUMULATOR else 1))
-    def store(mem, sram, dram, count, width):
-        return I(O.STORE, mem=mem, sram_addr=sram, dram_addr=dram, rows=1, cols=count,
+    def dma(opcode, mem, sram, dram, count, width):  # count contiguous rows of width values
+        return I(opcode, mem=mem, sram_addr=sram, dram_addr=dram, rows=1, cols=count,
                  elem_len=width, dram_elem_stride=width * (4 if mem == Memory.ACCUMULATOR else 1))
     def matmul(inputs, acc):
         return I(O.MATMUL, load_weights=1, weight_addr=weights, outer_count=1, inner_count=n,
                  input_addr=inputs, input_inner_stride=1, acc_addr=acc, acc_inner_stride=1)
     step = Step(
-        loads=[load(Memory.SCRATCHPAD, 0, 0x1000, 2 * n, r),
-               load(Memory.SCRATCHPAD, weights, 0x8000, c, r),
-               load(Memory.ACCUMULATOR, params, 0x9000, 1, c)],
+        loads=[dma(O.LOAD, Memory.SCRATCHPAD, 0, 0x1000, 2 * n, r),
+               dma(O.LOAD, Memory.SCRATCHPAD, weights, 0x8000, c, r),
+               dma(O.LOAD, Memory.ACCUMULATOR, params, 0x9000, 1, c)],
         computes=[matmul(0, 0),
                   I(O.VECTOR, funct=VectorFunct.REQUANT, outer_count=1, inner_count=n,
                     a_inner_stride=1, out_addr=out, out_inner_stride=-(-c // r), length=c,
                     param_addr=params, clip_lo=-128, clip_hi=127),
                   matmul(m2_input, m2_acc)],
-        stores=[store(Memory.ACCUMULATOR, 0, 0x10000, 2 * n, c),
-                store(Memory.SCRATCHPAD, out, 0x20000, n * -(-c // r), r)])
+        stores=[dma(O.STORE, Memory.ACCUMULATOR, 0, 0x10000, 2 * n, c),
+                dma(O.STORE, Memory.SCRATCHPAD, out, 0x20000, n * -(-c // r), r)])
     return pipeline([step])
 
 
