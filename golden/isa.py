@@ -130,6 +130,8 @@ FORMATS: dict[Opcode, tuple[Field, ...]] = {
         Field("pad_left", 4, doc="padding elements left of each row"),
         Field("pad_right", 4, doc="padding elements right of each row"),
         Field("pad_value", 8, signed=True, doc="value of every lane of a padding element"),
+        Field("lane_offset", 8, doc="scratchpad: the lane an element's first value goes to"),
+        Field("merge", 1, doc="scratchpad: 1 writes only the element's lanes, keeping the rest"),
     ),
     Opcode.STORE: _DMA,
     Opcode.MATMUL: (

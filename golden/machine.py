@@ -215,15 +215,25 @@ class Machine:
         memory, width, itemsize = self._dma_shape(ins)
         height = ins.pad_top + ins.rows + ins.pad_bottom
         row_len = ins.pad_left + ins.cols + ins.pad_right
+        lanes = slice(ins.lane_offset, ins.lane_offset + ins.elem_len)
+        if ins.mem == Memory.ACCUMULATOR:
+            _require(ins.lane_offset == 0 and not ins.merge,
+                     "lane_offset and merge are for the scratchpad; an accumulator LOAD needs 0")
+        _require(lanes.stop <= width, f"lane_offset + elem_len ({lanes.stop}) must not exceed "
+                                      f"the row width {width}")
         _check_rows(memory, ins.sram_addr, height * row_len)
         addresses = self._dram_indices(ins, itemsize)
         raw = self.dram[addresses].reshape(ins.rows, ins.cols, ins.elem_len * itemsize)
         values = raw.copy().view(memory.dtype).reshape(ins.rows, ins.cols, ins.elem_len)
         block = np.full((height, row_len, width), ins.pad_value, memory.dtype)
         inner = np.zeros((ins.rows, ins.cols, width), memory.dtype)
-        inner[:, :, :ins.elem_len] = values
+        inner[:, :, lanes] = values
         block[ins.pad_top:ins.pad_top + ins.rows, ins.pad_left:ins.pad_left + ins.cols] = inner
-        memory[ins.sram_addr:ins.sram_addr + height * row_len] = block.reshape(-1, width)
+        target = slice(ins.sram_addr, ins.sram_addr + height * row_len)
+        if ins.merge:
+            memory[target, lanes] = block.reshape(-1, width)[:, lanes]
+        else:
+            memory[target] = block.reshape(-1, width)
         counters.dram_read_bytes += raw.size
         return self.cost.dma(bytes_moved=raw.size, sram_rows=height * row_len)
 

@@ -3,10 +3,14 @@
 A LOAD writes a padded block of ``(pad_top + rows + pad_bottom) x (pad_left + cols + pad_right)``
 SRAM rows from ``sram_addr`` on, in order; inner element ``(r, c)`` takes its first ``elem_len``
 lanes from DRAM (int8 for the scratchpad, little-endian int32 for the accumulator) and is 0 in the
-others; every lane of a padding element is ``pad_value`` (sign-extended in the accumulator).
+others; every lane of a padding element is ``pad_value`` (sign-extended in the accumulator). In the
+scratchpad an element's values start at lane ``lane_offset``, and with ``merge`` only the lanes
+``lane_offset .. lane_offset + elem_len - 1`` of each row are written (the rest keep their value),
+so that several LOADs can fill one row (a convolution's packed kernel taps).
 
 1. **Check** (two cycles, :func:`rtl.span_walker.plan_transfer`): ``ILLEGAL_INSTRUCTION`` (rows or
-   cols 0, ``elem_len`` outside 1 .. row width), then ``SRAM_OUT_OF_RANGE`` (the block past the
+   cols 0, ``elem_len`` outside 1 .. row width, ``lane_offset + elem_len`` past the row, a lane
+   field in an accumulator LOAD), then ``SRAM_OUT_OF_RANGE`` (the block past the
    memory's depth), then ``BUS_ERROR`` for a DRAM byte past the end of the address space, in the
    golden machine's order. A failing instruction touches nothing.
 2. **Spans**: a :class:`SpanWalker` asks the DmaReader for one span per DRAM row when the row is
@@ -38,7 +42,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from golden.config import NpuConfig
-from golden.isa import Opcode
+from golden.isa import Memory, Opcode
 
 from .dma_layouts import read_chunk_layout, span_layout
 from .isa_layouts import ErrorCode, format_layout
@@ -91,8 +95,17 @@ class LoadUnit(wiring.Component):
         row_len = Signal(_BLOCK_BITS)
         m.d.comb += [height.eq(ins.pad_top + ins.rows + ins.pad_bottom),
                      row_len.eq(ins.pad_left + ins.cols + ins.pad_right)]
+        # Scratchpad rows may be filled in parts: the element goes to lanes lane_offset ..
+        # lane_offset + elem_len - 1 and, with merge, only those lanes are written.
+        lane_fields_illegal = Mux(ins.mem == Memory.ACCUMULATOR,
+                                  (ins.lane_offset != 0) | ins.merge,
+                                  ins.lane_offset + ins.elem_len > spad_bytes)
         plan = plan_transfer(m, config=cfg, ins=ins, block_rows=(height, row_len),
-                             row_bytes=row_bytes)
+                             row_bytes=row_bytes, illegal_fields=lane_fields_illegal)
+        spad_lanes = Signal(spad_bytes)
+        m.d.sync += spad_lanes.eq(Cat(~ins.merge | ((ins.lane_offset <= i)
+                                                    & (i < ins.lane_offset + ins.elem_len))
+                                      for i in range(spad_bytes)))
 
         m.submodules.walker = walker = SpanWalker(cfg)
         wiring.connect(m, wiring.flipped(self.spans), walker.spans)
@@ -114,10 +127,20 @@ class LoadUnit(wiring.Component):
         w_data = Signal(8 * row_bytes)
         w_ready = Mux(accumulator, self.acc_write.ready, self.spad_write.ready)
         w_free = ~w_valid | w_ready
-        for port, nbytes, is_acc in ((self.spad_write, spad_bytes, 0),
-                                     (self.acc_write, acc_bytes, 1)):
-            m.d.comb += [port.en.eq(w_valid & (accumulator == is_acc)), port.addr.eq(w_addr),
-                         port.data.eq(w_data[:8 * nbytes]), port.lanes.eq(-1)]
+        spad_row = w_data[:8 * spad_bytes]
+        lane_shift = Signal(range(8 * spad_bytes))
+        m.d.comb += lane_shift.eq(ins.lane_offset[:(spad_bytes - 1).bit_length()] << 3)
+        for port, is_acc in ((self.spad_write, 0), (self.acc_write, 1)):
+            m.d.comb += [port.en.eq(w_valid & (accumulator == is_acc)), port.addr.eq(w_addr)]
+        m.d.comb += [
+            # Rotated, not shifted: a padding row (every lane pad_value) stays as it is, and a
+            # data row has zeros in its top lanes (lane_offset + elem_len <= lanes).
+            self.spad_write.data.eq((Cat(spad_row, spad_row) << lane_shift)
+                                    [8 * spad_bytes:16 * spad_bytes]),
+            self.spad_write.lanes.eq(spad_lanes),
+            self.acc_write.data.eq(w_data[:8 * acc_bytes]),
+            self.acc_write.lanes.eq(-1),
+        ]
         with m.If(w_valid & w_ready):
             m.d.sync += w_valid.eq(0)
         load_row = Signal()

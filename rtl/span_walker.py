@@ -76,11 +76,13 @@ class TransferPlan:
     accumulator: Value
 
 
-def plan_transfer(m: Module, *, config: NpuConfig, ins, block_rows, row_bytes: int) -> TransferPlan:
+def plan_transfer(m: Module, *, config: NpuConfig, ins, block_rows, row_bytes: int,
+                  illegal_fields=0) -> TransferPlan:
     """Checks and span plan of the LOAD/STORE fields ``ins`` (a view of its format layout).
 
     ``block_rows``: a pair of factors whose product is the number of SRAM rows the instruction
     touches from ``sram_addr`` on. ``row_bytes``: width of the ``keep`` mask.
+    ``illegal_fields``: the unit's own ILLEGAL_INSTRUCTION conditions (the LOAD's lane fields).
     """
     bus_bytes = config.axi_data_bytes
     log_bus = bus_bytes.bit_length() - 1
@@ -90,7 +92,8 @@ def plan_transfer(m: Module, *, config: NpuConfig, ins, block_rows, row_bytes: i
     m.d.comb += elem_bytes.eq(Mux(accumulator, ins.elem_len << 2, ins.elem_len))
     width = Mux(accumulator, config.cols, config.rows)
     depth = Mux(accumulator, config.accumulator_depth, config.scratchpad_depth)
-    illegal = (ins.rows == 0) | (ins.cols == 0) | (ins.elem_len == 0) | (ins.elem_len > width)
+    illegal = ((ins.rows == 0) | (ins.cols == 0) | (ins.elem_len == 0) | (ins.elem_len > width)
+               | illegal_fields)
 
     power_of_two = (elem_bytes & (elem_bytes - 1)[:11]) == 0
     aligned = (power_of_two & (elem_bytes <= bus_bytes)) | (elem_bytes[:log_bus] == 0)

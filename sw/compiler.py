@@ -76,6 +76,9 @@ class Step:
     loads: list[Instruction] = field(default_factory=list)
     computes: list[Instruction] = field(default_factory=list)
     stores: list[Instruction] = field(default_factory=list)
+    #: Whose buffers the loads overwrite: the step that many steps earlier (its compute must
+    #: finish first; 2 is double buffering), or None for buffers no earlier step reads.
+    reuses: int | None = 2
 
 
 def _flag(instructions: list[Instruction], index: int, **flags: int):
@@ -86,40 +89,52 @@ def _flag(instructions: list[Instruction], index: int, **flags: int):
 def pipeline(steps: list[Step]) -> list[Instruction]:
     """The steps as one program with double-buffering tokens, ending with FINISH.
 
-    Every step has loads and computes; a step with stores is an *output step* (the last
-    compute instruction of an output step writes the buffer its stores read). Buffers of step
-    u are reused by step u + 2, output buffers of output step v by output step v + 2. Tokens:
+    Every step has computes; a step with stores is an *output step* (the last compute
+    instruction of an output step writes the buffer its stores read). Output buffers of output
+    step v are reused by output step v + 2. Tokens:
 
-    - the loads of step u wait for compute to finish step u - 2 and tell compute when done;
-    - compute of step u waits for its loads; when done it tells the load unit (if step u + 2
-      exists); the last compute of output step v first waits for the store of output step
-      v - 2, and tells the store unit when done;
+    - the loads of step u wait for compute to finish step ``u - reuses`` and tell compute when
+      done; compute of a step with loads waits for them;
+    - compute tells the load unit when it has finished a step whose buffers later loads reuse;
+      the last compute of output step v first waits for the store of output step v - 2, and
+      tells the store unit when done;
     - the stores of output step v wait for compute and tell it (if v + 2 exists) when done.
 
-    Program order is L0 L1 C0 S0 L2 C1 S1 ...: the loads of the next step are queued before
-    this step computes.
+    Program order is L0 L1 C0 S0 L2 C1 S1 ...: at each step with loads, the loads of the next
+    step with loads are queued before this step computes.
     """
     count = len(steps)
     outputs = sum(1 for step in steps if step.stores)
+    waited_for = []  # the step each popping LOAD waits for, in program order
     v = 0
     for u, step in enumerate(steps):
-        if not (step.loads and step.computes):
-            raise AssertionError("every step needs a load and a compute instruction")
-        _flag(step.loads, 0, pop_next=int(u >= 2))
-        _flag(step.loads, -1, push_next=1)
-        _flag(step.computes, 0, pop_prev=1)
-        _flag(step.computes, -1, push_prev=int(u + 2 < count))
+        if not step.computes:
+            raise AssertionError("every step needs a compute instruction")
+        if step.loads:
+            earlier = u - step.reuses if step.reuses is not None else -1
+            _flag(step.loads, 0, pop_next=int(earlier >= 0))
+            if earlier >= 0:
+                waited_for.append(earlier)
+            _flag(step.loads, -1, push_next=1)
+            _flag(step.computes, 0, pop_prev=1)
         if step.stores:
             _flag(step.computes, -1, pop_next=int(v >= 2), push_next=1)
             _flag(step.stores, 0, pop_prev=1)
             _flag(step.stores, -1, push_prev=int(v + 2 < outputs))
             v += 1
+    if waited_for != sorted(set(waited_for)):
+        raise AssertionError(f"loads must wait for steps in order, not {waited_for}")
+    for earlier in waited_for:
+        _flag(steps[earlier].computes, -1, push_prev=1)
+    loading = [u for u in range(count) if steps[u].loads]
     program: list[Instruction] = []
+    queued = set()
     for u in range(count):
-        if u == 0:
-            program += steps[0].loads
-        if u + 1 < count:
-            program += steps[u + 1].loads
+        if steps[u].loads:
+            for w in [u] + [w for w in loading if w > u][:1]:
+                if w not in queued:
+                    program += steps[w].loads
+                    queued.add(w)
         program += steps[u].computes + steps[u].stores
     program.append(Instruction(Opcode.FINISH))
     return program
@@ -232,17 +247,56 @@ def _spans(total: int, size: int) -> list[tuple[int, int]]:
     return [(first, min(size, total - first)) for first in range(0, total, size)]
 
 
+def tap_packing_gains(config: NpuConfig, layer: Conv, mode: str) -> bool:
+    """Whether packing ``layer``'s kernel taps into the K dimension (few input channels, e.g. an
+    RGB stem) needs fewer MATMULs per output tile than one per tap, with weights resident. It
+    adds the bias in REQUANT, so it needs the fp32 mode."""
+    r, c = config.rows, config.cols
+    kh, kw = layer.kernel
+    cin, cout = layer.input.shape[3], layer.output.shape[3]
+    k_tiles = _ceil_div(kh * kw * cin, r)
+    return (mode == "fp32" and layer.groups == 1 and cin < r and k_tiles < kh * kw
+            and not layer.output.channel_major
+            and k_tiles * _ceil_div(cout, c) * c + 2 * k_tiles + 2 <= config.scratchpad_depth
+            and MAX_PAD >= max(layer.pads))
+
+
+def dram_column_padding(network: Network, config: NpuConfig, mode: str
+                        ) -> dict[int, tuple[int, int]]:
+    """Zero-point columns stored left and right of the network input (by storage id): the host
+    writes the input, so when every layer reading it packs its taps, its rows are stored
+    padded for them and no packed LOAD reaches past the side of the image."""
+    x = network.input
+    if any(t.storage is x and t is not x for t in network.tensors):
+        return {}
+    readers = [layer for layer in network.layers if x in layer_tensors(layer)[:-1]]
+    if not readers or not all(isinstance(layer, Conv) and tap_packing_gains(config, layer, mode)
+                              for layer in readers):
+        return {}
+    pads = (max(layer.pads[1] for layer in readers), max(layer.pads[3] for layer in readers))
+    return {id(x): pads} if any(pads) else {}
+
+
 class _Lowering:
-    def __init__(self, config: NpuConfig, image: DramImage, addresses: dict[int, int], mode: str):
+    def __init__(self, config: NpuConfig, image: DramImage, addresses: dict[int, int], mode: str,
+                 dram_padding: dict[int, tuple[int, int]]):
         self.config = config
         self.image = image
         self.addresses = addresses
+        self.dram_padding = dram_padding  # tensor storage -> zero-point columns (left, right)
         self.mode = mode
         self.plan: dict = {}  # how the last layer was cut: tile, K-part, weights resident
         self.mask_offsets: dict[str, int] = {}  # attention layer -> its mask bias in DRAM
 
     def address(self, tensor: Tensor) -> int:
         return self.addresses[id(tensor)]
+
+    def packs_taps(self, layer: Conv) -> bool:
+        """Whether ``layer`` is lowered by :meth:`conv_tap_packed`: it gains from it and the
+        columns its padding adds left and right of the image are in DRAM (or there are none)."""
+        _, pl, _, pr = layer.pads
+        left, right = self.dram_padding.get(id(layer.input.storage), (0, 0))
+        return tap_packing_gains(self.config, layer, self.mode) and pl <= left and pr <= right
 
     # Convolution ------------------------------------------------------------------------------
     def conv(self, layer: Conv) -> list[Step]:
@@ -460,6 +514,155 @@ class _Lowering:
                     tiles_done += 1
         return steps
 
+    def conv_tap_packed(self, layer: Conv) -> list[Step]:
+        """A convolution with few input channels (an RGB stem): its kernel taps packed into the
+        K dimension. Output pixel p's receptive field, ``kh`` segments of ``kw * cin``
+        contiguous NHWC bytes (one per kernel row), is laid out back to back over ``K`` tiles of
+        ``rows`` lanes; a piece of a segment that falls into one K tile is one LOAD per output
+        tile (``lane_offset``, ``merge``; elements overlap when the stride is below the kernel).
+        Rows above or below the image are padding elements; columns left or right of it must
+        be in DRAM (:func:`dram_column_padding`). Each (K tile, output-channel tile) is one
+        MATMUL over the output tile, so a 7x7 stem on 3 channels takes 10 MATMULs per 16
+        output channels instead of 49. Weights and parameters stay resident; the first output
+        tile is computed K tile by K tile as its pieces arrive."""
+        cfg = self.config
+        r, c = cfg.rows, cfg.cols
+        n, h, w, cin = layer.input.shape
+        _, oh, ow, cout = layer.output.shape
+        kh, kw = layer.kernel
+        (sh, sw), (pt, pl, _, _) = layer.stride, layer.pads
+        segment = kw * cin
+        k_tiles, n_tiles = _ceil_div(kh * segment, r), _ceil_div(cout, c)
+        pieces = []  # (K tile, first lane, kernel row, first byte of the segment, length)
+        for ky in range(kh):
+            byte = 0
+            while byte < segment:
+                t, lane = divmod(ky * segment + byte, r)
+                length = min(segment - byte, r - lane)
+                pieces.append((t, lane, ky, byte, length))
+                byte += length
+
+        # Constants: weights K-tile-major ((t, j) -> c rows of r lanes), parameters per n-tile.
+        flat = np.zeros((n_tiles * c, k_tiles * r), np.int8)
+        flat[:cout, :kh * segment] = layer.weights.transpose(0, 2, 3, 1).reshape(cout, -1)
+        packed = flat.reshape(n_tiles, c, k_tiles, r).transpose(2, 0, 1, 3)
+        weight_offset = self.image.constant(packed)
+        bias = quant.fold_zero_point(layer.bias, layer.weights, layer.input.quant.stored_zero_point)
+        params = np.concatenate([parameter_rows(cfg, *self.requant_sections(
+            layer.scale[j * c:(j + 1) * c], layer.real_multiplier[j * c:(j + 1) * c]),
+            bias[j * c:(j + 1) * c]) for j in range(n_tiles)])
+        param_offset = self.image.constant(params.astype(np.int32))
+        param_rows = params.shape[0] // n_tiles
+
+        # Tiles: rows x cols output pixels; the first tile accumulates all n-tiles at once.
+        weight_rows = k_tiles * n_tiles * c
+        acc_tiles = max(n_tiles, 2)  # the first tile's n-tiles; later, two accumulator buffers
+        most = min((cfg.scratchpad_depth - weight_rows) // (2 * k_tiles + 2),
+                   (cfg.accumulator_depth - len(params)) // acc_tiles)
+        tw = _balanced(ow, min(ow, MAX_COUNT, most))
+        th = _balanced(oh, min(oh, MAX_COUNT, most // tw))
+        pixels = th * tw
+        self.plan = dict(tile=(th, tw), k_tiles=k_tiles, n_tiles=n_tiles, tap_packed=True,
+                         weights_resident=True)
+        x_slots = (weight_rows, weight_rows + k_tiles * pixels)
+        out_slots = (weight_rows + 2 * k_tiles * pixels, weight_rows + (2 * k_tiles + 1) * pixels)
+        param_base = acc_tiles * pixels
+
+        left, right = self.dram_padding.get(id(layer.input.storage), (0, 0))
+        padded_w = left + w + right
+        x_addr, y_addr = self.address(layer.input), self.address(layer.output)
+        x_zp = layer.input.quant.stored_zero_point
+        zero_points = None  # a row of x_zp bytes, for pieces that lie wholly in the padding
+
+        def piece_load(piece, *, slot: int, image: int, oy0: int, rows: int, ox0: int,
+                        cols: int) -> Instruction:
+            nonlocal zero_points
+            t, lane, ky, byte, length = piece
+            first = [oy for oy in range(oy0, oy0 + rows) if 0 <= oy * sh - pt + ky < h]
+            where = dict(mem=Memory.SCRATCHPAD, sram_addr=slot + t * rows * cols,
+                         elem_len=length, lane_offset=lane, merge=int(lane > 0))
+            if not first:
+                if zero_points is None:
+                    zero_points = self.image.constant(np.full(r, x_zp, np.int8))
+                return Instruction(Opcode.LOAD, dram_addr=zero_points, rows=rows, cols=cols,
+                                   **where)
+            iy, valid = first[0] * sh - pt + ky, len(first)
+            return Instruction(
+                Opcode.LOAD, dram_addr=x_addr + ((image * h + iy) * padded_w
+                                                 + ox0 * sw - pl + left) * cin + byte,
+                rows=valid, cols=cols, dram_row_stride=sh * padded_w * cin,
+                dram_elem_stride=sw * cin, pad_top=first[0] - oy0,
+                pad_bottom=oy0 + rows - first[0] - valid, pad_value=x_zp, **where)
+
+        def matmul(t: int, j: int, *, slot: int, acc: int, rows: int, cols: int) -> Instruction:
+            return Instruction(
+                Opcode.MATMUL, accumulate=int(t > 0), load_weights=1,
+                weight_addr=(t * n_tiles + j) * c, outer_count=rows, inner_count=cols,
+                input_addr=slot + t * rows * cols, input_outer_stride=cols, input_inner_stride=1,
+                acc_addr=acc, acc_outer_stride=cols, acc_inner_stride=1)
+
+        steps: list[Step] = []
+        last_step: list[int] = []  # per output tile
+        outputs = 0
+        tiles = [(image, oy0, rows, ox0, cols) for image in range(n)
+                 for oy0, rows in _spans(oh, th) for ox0, cols in _spans(ow, tw)]
+        for k, (image, oy0, rows, ox0, cols) in enumerate(tiles):
+            slot = x_slots[k % 2]
+            loads = {t: [] for t in range(k_tiles)}
+            for piece in pieces:
+                loads[piece[0]].append(piece_load(piece, slot=slot, image=image, oy0=oy0,
+                                                  rows=rows, ox0=ox0, cols=cols))
+            reuses = None if k < 2 else len(steps) - last_step[k - 2]
+
+            def output(j: int, acc: int) -> tuple[Instruction, Instruction]:
+                nonlocal outputs
+                out_buf = out_slots[outputs % 2]
+                outputs += 1
+                channels = min(c, cout - j * c)
+                return (self._requant(acc_buf=acc, out_buf=out_buf, rows=rows, cols=cols,
+                                      channels=channels, param_addr=param_base + j * param_rows,
+                                      output=layer.output, clip=layer.clip, bias=True),
+                        Instruction(Opcode.STORE, mem=Memory.SCRATCHPAD, sram_addr=out_buf,
+                                    dram_addr=y_addr + ((image * oh + oy0) * ow + ox0) * cout
+                                    + j * c, rows=rows, cols=cols, elem_len=channels,
+                                    dram_row_stride=ow * cout, dram_elem_stride=cout))
+
+            if k == 0:  # K tile by K tile, every n-tile in its own accumulator rows
+                accs = [j * rows * cols for j in range(n_tiles)]
+                for t in range(k_tiles):
+                    step = Step(loads=_load_contiguous_rows(
+                        mem=Memory.SCRATCHPAD, sram_addr=t * n_tiles * c,
+                        dram_addr=weight_offset + t * n_tiles * c * r, rows=n_tiles * c,
+                        row_bytes=r, elem_len=r) + loads[t], reuses=None)
+                    if t == 0:
+                        step.loads.append(Instruction(
+                            Opcode.LOAD, mem=Memory.ACCUMULATOR, sram_addr=param_base,
+                            dram_addr=param_offset, rows=1, cols=len(params), elem_len=c,
+                            dram_elem_stride=4 * c))
+                    if t < k_tiles - 1:
+                        step.computes = [matmul(t, j, slot=slot, acc=accs[j], rows=rows,
+                                                cols=cols) for j in range(n_tiles)]
+                        steps.append(step)
+                        continue
+                    for j in range(n_tiles):  # the last K tile: one output step per n-tile
+                        requant, store = output(j, accs[j])
+                        step.computes = [matmul(t, j, slot=slot, acc=accs[j], rows=rows,
+                                                cols=cols), requant]
+                        step.stores = [store]
+                        steps.append(step)
+                        step = Step(reuses=None)
+            else:
+                for j in range(n_tiles):
+                    acc = (outputs % 2) * pixels
+                    requant, store = output(j, acc)
+                    steps.append(Step(
+                        loads=[ins for t in range(k_tiles) for ins in loads[t]] if j == 0 else [],
+                        computes=[matmul(t, j, slot=slot, acc=acc, rows=rows, cols=cols)
+                                  for t in range(k_tiles)] + [requant],
+                        stores=[store], reuses=reuses))
+            last_step.append(len(steps) - 1)
+        return steps
+
     @property
     def requant_mode(self) -> RequantMode:
         return RequantMode.FP32 if self.mode == "fp32" else RequantMode.FIXED
@@ -618,6 +821,8 @@ class _Lowering:
         self.plan = {}
         if isinstance(layer, Conv) and layer.output.channel_major:
             steps = transformer.linear_channel_major(self, layer)
+        elif isinstance(layer, Conv) and self.packs_taps(layer):
+            steps = self.conv_tap_packed(layer)
         elif isinstance(layer, Conv):
             steps = self.conv(layer)
         elif isinstance(layer, Attention):
@@ -684,9 +889,20 @@ class CompiledModel:
     layers: list[CompiledLayer]
     #: Attention layer name -> DRAM offset of its additive mask (int32, per image and key).
     mask_offsets: dict[str, int] = field(default_factory=dict)
+    #: Zero-point columns stored left and right of each row of the input (tap-packed readers).
+    input_padding: tuple[int, int] = (0, 0)
 
     def address(self, tensor: Tensor) -> int:
         return self.addresses[id(tensor)]
+
+    def input_bytes(self, codes: np.ndarray) -> bytes:
+        """The network input's DRAM bytes for quantised ``codes`` (ONNX layout)."""
+        x = self.network.input
+        stored = x.to_storage(codes)
+        if any(self.input_padding):
+            stored = np.pad(stored, ((0, 0), (0, 0), self.input_padding, (0, 0)),
+                            constant_values=x.quant.stored_zero_point)
+        return stored.tobytes()
 
     def host_segments(self, host_values: dict[str, np.ndarray], *, batch: int
                       ) -> list[tuple[int, bytes]]:
@@ -721,11 +937,14 @@ def compile_network(network: Network, config: NpuConfig, *, requant: str = "fp32
         raise ValueError(f"Requant mode must be one of {REQUANT_MODES}, not {requant!r}")
     image = DramImage()
     addresses: dict[int, int] = {}
+    dram_padding = dram_column_padding(network, config, requant)
     for tensor in network.tensors:
         if id(tensor.storage) not in addresses:
-            addresses[id(tensor.storage)] = image.region(tensor.nbytes)
+            n, h, w, c = tensor.shape
+            left, right = dram_padding.get(id(tensor), (0, 0))
+            addresses[id(tensor.storage)] = image.region(tensor.nbytes + n * h * (left + right) * c)
         addresses[id(tensor)] = addresses[id(tensor.storage)]
-    lowering = _Lowering(config, image, addresses, requant)
+    lowering = _Lowering(config, image, addresses, requant, dram_padding)
     layers = []
     for layer in network.layers:
         instructions = lowering.lower(layer)
@@ -734,4 +953,5 @@ def compile_network(network: Network, config: NpuConfig, *, requant: str = "fp32
                                     instructions=instructions, program_offset=program_offset,
                                     bounds=layer_bounds(config, layer), plan=lowering.plan))
     return CompiledModel(config=config, network=network, mode=requant, image=image,
-                         addresses=addresses, layers=layers, mask_offsets=lowering.mask_offsets)
+                         addresses=addresses, layers=layers, mask_offsets=lowering.mask_offsets,
+                         input_padding=dram_padding.get(id(network.input), (0, 0)))

@@ -143,8 +143,7 @@ class LoadedModel:
         ``real_input``: the float input, for the int32 residual copy (``residual="int32"``;
         by default the dequantised codes)."""
         network = self.compiled.network
-        self.device.write_dram(self.address(network.input),
-                               network.input.to_storage(codes).tobytes())
+        self.device.write_dram(self.address(network.input), self.compiled.input_bytes(codes))
         if network.residual_input is not None:
             real = network.input.quant.dequantize(codes) if real_input is None else real_input
             self.device.write_dram(self.address(network.residual_input),

@@ -253,6 +253,34 @@ def test_requant_into_a_lane_offset_leaves_other_lanes_alone():
     np.testing.assert_array_equal(machine.scratchpad[10], [0, 1, 2, 3, 5, 10, 15, 7])
 
 
+def test_loads_at_a_lane_offset_fill_one_row_in_parts():
+    """Two LOADs build rows of [3 bytes of pixel x, 2 bytes of pixel x + 1]: the first writes
+    lanes 0..2 and zeroes the rest, the second (merge) writes lanes 3..4 only; a padding
+    element of a merging LOAD writes pad_value into its lanes only."""
+    config = NpuConfig(name="8x4", rows=8, cols=4, scratchpad_depth=256, accumulator_depth=64,
+                       axi_data_width=64, vector_max_length=64)
+    machine = Machine(config, dram_size=1 << 16)
+    machine.write_dram(0x1000, bytes(range(1, 13)))   # 4 pixels of 3 channels: 1 2 3 | 4 5 6 ...
+    machine.scratchpad[:4] = -1
+    program = [
+        I(O.LOAD, mem=SP, sram_addr=0, dram_addr=0x1000, rows=1, cols=3, elem_len=3,
+          dram_elem_stride=3),
+        I(O.LOAD, mem=SP, sram_addr=0, dram_addr=0x1003, rows=1, cols=2, elem_len=2,
+          dram_elem_stride=3, lane_offset=3, merge=1, pad_right=1, pad_value=-7),
+        I(O.FINISH)]
+    assert run_program(machine, program).ok
+    np.testing.assert_array_equal(machine.scratchpad[:4], [
+        [1, 2, 3, 4, 5, 0, 0, 0],
+        [4, 5, 6, 7, 8, 0, 0, 0],
+        [7, 8, 9, -7, -7, 0, 0, 0],
+        [-1] * 8])
+    for bad in (dict(mem=SP, lane_offset=6, elem_len=3), dict(mem=ACC, lane_offset=1, elem_len=1),
+                dict(mem=ACC, merge=1, elem_len=1)):
+        result = run_program(machine, [I(O.LOAD, rows=1, cols=1, **bad), I(O.FINISH)])
+        assert result.error == ErrorCode.ILLEGAL_INSTRUCTION, bad
+        assert "lane" in result.message
+
+
 @pytest.mark.parametrize("a_unsigned, b_unsigned, out_unsigned", [(0, 0, 0), (1, 1, 1), (1, 0, 1)])
 def test_residual_add_fp32_mode_on_raw_codes(a_unsigned, b_unsigned, out_unsigned, rng):
     config = get_config("tiny")

@@ -97,6 +97,10 @@ class TB(DmaUnitTB):
                                   pad_bottom=pads[1], pad_left=pads[2], pad_right=pads[3],
                                   pad_value=int(rng.integers(-128, 128)),
                                   **self.random_layout(mem=mem, rows=rows, cols=cols))
+        if mem == Memory.SCRATCHPAD and rng.random() < 0.4:  # part of each row
+            instruction = instruction.replace(
+                lane_offset=int(rng.integers(0, self.config.rows - instruction.elem_len + 1)),
+                merge=int(rng.integers(0, 2)))
         return instruction.replace(
             sram_addr=int(rng.integers(0, depth - block_rows(instruction) + 1)),
             dram_addr=self.random_dram_addr(instruction))
@@ -111,12 +115,15 @@ async def random_loads_match_the_golden_machine(dut):
     tb = TB(dut)
     await tb.start()
     plans = {"packed rows": 0, "wide rows": 0, "elements": 0}
+    merged = 0
     for index in range(RANDOM_COUNT):
         instruction = tb.random_instruction(large=index % 10 == 9)
         plans[span_plan(instruction, tb.config.axi_data_bytes)] += 1
+        merged += instruction.merge and instruction.lane_offset > 0
         await tb.check(instruction)
-    cocotb.log.info("%d random instructions by span plan: %s", RANDOM_COUNT, plans)
-    assert all(plans.values()), plans
+    cocotb.log.info("%d random instructions by span plan: %s; %d merged at a lane offset",
+                    RANDOM_COUNT, plans, merged)
+    assert all(plans.values()) and merged, (plans, merged)
     assert tb.ports[0].writes > 0 and tb.ports[1].writes > 0
 
 
@@ -169,8 +176,11 @@ async def errors_are_reported_and_the_unit_restarts(dut):
         width = cfg.cols if mem == Memory.ACCUMULATOR else cfg.rows
         depth = cfg.accumulator_depth if mem == Memory.ACCUMULATOR else cfg.scratchpad_depth
         good = tb.random_instruction(mem=mem)
+        lane_misuse = ((good.replace(lane_offset=1), good.replace(merge=1))
+                       if mem == Memory.ACCUMULATOR else
+                       (good.replace(lane_offset=width - good.elem_len + 1, merge=1),))
         for bad in (good.replace(rows=0), good.replace(cols=0), good.replace(elem_len=0),
-                    good.replace(elem_len=width + 1)):
+                    good.replace(elem_len=width + 1), *lane_misuse):
             await tb.check(bad, expect=illegal)
             await tb.check(tb.random_instruction())
         # rows past the end (also with a bad DRAM address: SRAM is checked first)
