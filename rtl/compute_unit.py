@@ -193,6 +193,9 @@ class ComputeUnit(wiring.Component):
                      array.weights.payload.bank.eq(w_bank)]
         m.d.sync += w_beat_valid.eq(0)
 
+        issue = Signal()  # the input stage sends a row into the array (below)
+        last_input = (outer + 1 == i_ins.outer_count) & (inner + 1 == i_ins.inner_count)
+
         cmd = self.command.payload
         with m.FSM(name="weights") as weights_fsm:
             with m.State("IDLE"):
@@ -233,8 +236,8 @@ class ComputeUnit(wiring.Component):
                     m.next = "HANDOFF"
                 with m.If(self.flush):  # drop the instruction
                     m.next = "IDLE"
-            with m.State("HANDOFF"):
-                with m.If(~i_busy):
+            with m.State("HANDOFF"):  # in the cycle the input stage issues its last row
+                with m.If(~i_busy | (issue & last_input)):
                     m.d.comb += handoff.eq(1)
                     m.next = "IDLE"
                 with m.If(self.flush):  # drop the instruction
@@ -257,24 +260,17 @@ class ComputeUnit(wiring.Component):
         s1_valid = Signal()
         s1_bank = Signal()
         advance = ~s1_valid | array.inputs.ready
-        issue = Signal()
         m.d.comb += [array.inputs.valid.eq(s1_valid),
                      array.inputs.payload.values.eq(self.spad_read0.data),
                      array.inputs.payload.bank.eq(s1_bank)]
         with m.If(advance):
             m.d.sync += [s1_valid.eq(issue), s1_bank.eq(i_bank)]
-        last_input = (outer + 1 == i_ins.outer_count) & (inner + 1 == i_ins.inner_count)
         tag = Signal(tag_layout)
         m.d.comb += [tag.acc_addr.eq(acc_base), tag.accumulate.eq(i_ins.accumulate),
                      tag.bank.eq(i_bank), tag.last.eq(last_input), tag.index.eq(i_index),
                      tags.w_data.eq(tag), tags.w_en.eq(issue)]
         m.d.comb += [self.spad_read0.addr.eq(input_base), self.spad_read0.en.eq(advance)]
         m.d.comb += issue.eq(i_busy & advance & tags.w_rdy & ~self.flush)
-        with m.If(handoff):
-            m.d.sync += [i_busy.eq(1), i_ins.eq(w_ins), i_index.eq(w_index), i_bank.eq(w_bank),
-                         outer.eq(0), inner.eq(0),
-                         input_base.eq(w_ins.input_addr), input_outer.eq(w_ins.input_addr),
-                         acc_base.eq(w_ins.acc_addr), acc_outer.eq(w_ins.acc_addr)]
         with m.If(issue):
             with m.If(inner + 1 < i_ins.inner_count):
                 m.d.sync += [inner.eq(inner + 1),
@@ -288,6 +284,11 @@ class ComputeUnit(wiring.Component):
                              acc_base.eq(next_acc), acc_outer.eq(next_acc)]
             with m.Else():
                 m.d.sync += i_busy.eq(0)
+        with m.If(handoff):  # after the issue above: the next instruction's first row follows
+            m.d.sync += [i_busy.eq(1), i_ins.eq(w_ins), i_index.eq(w_index), i_bank.eq(w_bank),
+                         outer.eq(0), inner.eq(0),
+                         input_base.eq(w_ins.input_addr), input_outer.eq(w_ins.input_addr),
+                         acc_base.eq(w_ins.acc_addr), acc_outer.eq(w_ins.acc_addr)]
         with m.If(self.flush):
             m.d.sync += i_busy.eq(0)
 

@@ -100,8 +100,8 @@ def pipeline(steps: list[Step]) -> list[Instruction]:
       tells the store unit when done;
     - the stores of output step v wait for compute and tell it (if v + 2 exists) when done.
 
-    Program order is L0 L1 C0 S0 L2 C1 S1 ...: at each step with loads, the loads of the next
-    step with loads are queued before this step computes.
+    Program order is L0 L1 C0 S0 L2 C1 S1 ...: the loads of the next step with loads are
+    queued before this step computes (spread over the steps in between when there are several).
     """
     count = len(steps)
     outputs = sum(1 for step in steps if step.stores)
@@ -126,16 +126,20 @@ def pipeline(steps: list[Step]) -> list[Instruction]:
         raise AssertionError(f"loads must wait for steps in order, not {waited_for}")
     for earlier in waited_for:
         _flag(steps[earlier].computes, -1, push_prev=1)
+    # The loads of each step with loads are queued over the steps since the previous one, in
+    # even parts: units take instructions in program order from queues of queue_depth, so a
+    # long run of LOADs waiting for a token would hold back the computes behind it.
+    queued_before: list[list[Instruction]] = [[] for _ in range(count)]
     loading = [u for u in range(count) if steps[u].loads]
+    queued_before[0] += steps[0].loads
+    for previous, u in zip(loading, loading[1:], strict=False):
+        loads, parts = steps[u].loads, u - previous
+        for i in range(parts):
+            queued_before[previous + i] += loads[len(loads) * i // parts:
+                                                 len(loads) * (i + 1) // parts]
     program: list[Instruction] = []
-    queued = set()
     for u in range(count):
-        if steps[u].loads:
-            for w in [u] + [w for w in loading if w > u][:1]:
-                if w not in queued:
-                    program += steps[w].loads
-                    queued.add(w)
-        program += steps[u].computes + steps[u].stores
+        program += queued_before[u] + steps[u].computes + steps[u].stores
     program.append(Instruction(Opcode.FINISH))
     return program
 
@@ -554,11 +558,11 @@ class _Lowering:
         param_offset = self.image.constant(params.astype(np.int32))
         param_rows = params.shape[0] // n_tiles
 
-        # Tiles: rows x cols output pixels; the first tile accumulates all n-tiles at once.
+        # Tiles of rows x cols output pixels, each accumulating all its n-tiles at once (so
+        # that it computes K tile by K tile as the pieces arrive): two of everything.
         weight_rows = k_tiles * n_tiles * c
-        acc_tiles = max(n_tiles, 2)  # the first tile's n-tiles; later, two accumulator buffers
         most = min((cfg.scratchpad_depth - weight_rows) // (2 * k_tiles + 2),
-                   (cfg.accumulator_depth - len(params)) // acc_tiles)
+                   (cfg.accumulator_depth - len(params)) // (2 * n_tiles))
         tw = _balanced(ow, min(ow, MAX_COUNT, most))
         th = _balanced(oh, min(oh, MAX_COUNT, most // tw))
         pixels = th * tw
@@ -566,7 +570,8 @@ class _Lowering:
                          weights_resident=True)
         x_slots = (weight_rows, weight_rows + k_tiles * pixels)
         out_slots = (weight_rows + 2 * k_tiles * pixels, weight_rows + (2 * k_tiles + 1) * pixels)
-        param_base = acc_tiles * pixels
+        acc_slots = (0, n_tiles * pixels)
+        param_base = 2 * n_tiles * pixels
 
         left, right = self.dram_padding.get(id(layer.input.storage), (0, 0))
         padded_w = left + w + right
@@ -594,13 +599,6 @@ class _Lowering:
                 dram_elem_stride=sw * cin, pad_top=first[0] - oy0,
                 pad_bottom=oy0 + rows - first[0] - valid, pad_value=x_zp, **where)
 
-        def matmul(t: int, j: int, *, slot: int, acc: int, rows: int, cols: int) -> Instruction:
-            return Instruction(
-                Opcode.MATMUL, accumulate=int(t > 0), load_weights=1,
-                weight_addr=(t * n_tiles + j) * c, outer_count=rows, inner_count=cols,
-                input_addr=slot + t * rows * cols, input_outer_stride=cols, input_inner_stride=1,
-                acc_addr=acc, acc_outer_stride=cols, acc_inner_stride=1)
-
         steps: list[Step] = []
         last_step: list[int] = []  # per output tile
         outputs = 0
@@ -608,58 +606,45 @@ class _Lowering:
                  for oy0, rows in _spans(oh, th) for ox0, cols in _spans(ow, tw)]
         for k, (image, oy0, rows, ox0, cols) in enumerate(tiles):
             slot = x_slots[k % 2]
-            loads = {t: [] for t in range(k_tiles)}
-            for piece in pieces:
-                loads[piece[0]].append(piece_load(piece, slot=slot, image=image, oy0=oy0,
-                                                  rows=rows, ox0=ox0, cols=cols))
-            reuses = None if k < 2 else len(steps) - last_step[k - 2]
-
-            def output(j: int, acc: int) -> tuple[Instruction, Instruction]:
-                nonlocal outputs
-                out_buf = out_slots[outputs % 2]
-                outputs += 1
-                channels = min(c, cout - j * c)
-                return (self._requant(acc_buf=acc, out_buf=out_buf, rows=rows, cols=cols,
-                                      channels=channels, param_addr=param_base + j * param_rows,
-                                      output=layer.output, clip=layer.clip, bias=True),
-                        Instruction(Opcode.STORE, mem=Memory.SCRATCHPAD, sram_addr=out_buf,
-                                    dram_addr=y_addr + ((image * oh + oy0) * ow + ox0) * cout
-                                    + j * c, rows=rows, cols=cols, elem_len=channels,
-                                    dram_row_stride=ow * cout, dram_elem_stride=cout))
-
-            if k == 0:  # K tile by K tile, every n-tile in its own accumulator rows
-                accs = [j * rows * cols for j in range(n_tiles)]
-                for t in range(k_tiles):
-                    step = Step(loads=_load_contiguous_rows(
+            accs = [acc_slots[k % 2] + j * rows * cols for j in range(n_tiles)]
+            for t in range(k_tiles):
+                step = Step(loads=[piece_load(piece, slot=slot, image=image, oy0=oy0, rows=rows,
+                                              ox0=ox0, cols=cols)
+                                   for piece in pieces if piece[0] == t],
+                            reuses=len(steps) - last_step[k - 2] if t == 0 and k >= 2 else None)
+                if k == 0:  # the resident weights of this K tile, the parameters
+                    step.loads[:0] = _load_contiguous_rows(
                         mem=Memory.SCRATCHPAD, sram_addr=t * n_tiles * c,
                         dram_addr=weight_offset + t * n_tiles * c * r, rows=n_tiles * c,
-                        row_bytes=r, elem_len=r) + loads[t], reuses=None)
+                        row_bytes=r, elem_len=r)
                     if t == 0:
                         step.loads.append(Instruction(
                             Opcode.LOAD, mem=Memory.ACCUMULATOR, sram_addr=param_base,
                             dram_addr=param_offset, rows=1, cols=len(params), elem_len=c,
                             dram_elem_stride=4 * c))
-                    if t < k_tiles - 1:
-                        step.computes = [matmul(t, j, slot=slot, acc=accs[j], rows=rows,
-                                                cols=cols) for j in range(n_tiles)]
-                        steps.append(step)
-                        continue
-                    for j in range(n_tiles):  # the last K tile: one output step per n-tile
-                        requant, store = output(j, accs[j])
-                        step.computes = [matmul(t, j, slot=slot, acc=accs[j], rows=rows,
-                                                cols=cols), requant]
-                        step.stores = [store]
+                for j in range(n_tiles):
+                    step.computes.append(Instruction(
+                        Opcode.MATMUL, accumulate=int(t > 0), load_weights=1,
+                        weight_addr=(t * n_tiles + j) * c, outer_count=rows, inner_count=cols,
+                        input_addr=slot + t * rows * cols, input_outer_stride=cols,
+                        input_inner_stride=1, acc_addr=accs[j], acc_outer_stride=cols,
+                        acc_inner_stride=1))
+                    if t == k_tiles - 1:  # the last K tile: an output step per n-tile
+                        out_buf, channels = out_slots[outputs % 2], min(c, cout - j * c)
+                        outputs += 1
+                        step.computes.append(self._requant(
+                            acc_buf=accs[j], out_buf=out_buf, rows=rows, cols=cols,
+                            channels=channels, param_addr=param_base + j * param_rows,
+                            output=layer.output, clip=layer.clip, bias=True))
+                        step.stores.append(Instruction(
+                            Opcode.STORE, mem=Memory.SCRATCHPAD, sram_addr=out_buf,
+                            dram_addr=y_addr + ((image * oh + oy0) * ow + ox0) * cout + j * c,
+                            rows=rows, cols=cols, elem_len=channels, dram_row_stride=ow * cout,
+                            dram_elem_stride=cout))
                         steps.append(step)
                         step = Step(reuses=None)
-            else:
-                for j in range(n_tiles):
-                    acc = (outputs % 2) * pixels
-                    requant, store = output(j, acc)
-                    steps.append(Step(
-                        loads=[ins for t in range(k_tiles) for ins in loads[t]] if j == 0 else [],
-                        computes=[matmul(t, j, slot=slot, acc=acc, rows=rows, cols=cols)
-                                  for t in range(k_tiles)] + [requant],
-                        stores=[store], reuses=reuses))
+                if t < k_tiles - 1:
+                    steps.append(step)
             last_step.append(len(steps) - 1)
         return steps
 

@@ -15,7 +15,7 @@ import pytest
 from golden import quant
 from golden.config import get_config
 from golden.isa import Instruction, Opcode
-from sw.compiler import CompileError, Step, compile_network, pipeline
+from sw.compiler import REQUANT_MODES, CompileError, Step, compile_network, pipeline
 from sw.executor import LoadedModel, dram_size_for
 from sw.graph import Add, Conv, MaxPool, Network, Quantization, Tensor
 from sw.runtime import open_device
@@ -85,6 +85,7 @@ CONV_CASES = {  # config, n, cin, h, w, cout, kernel, stride, pads, groups
     "1x1_pixelwise": ("tiny", 3, 7, 5, 5, 9, 1, 1, (0, 0, 0, 0), 1),
     "3x3_several_tiles": ("tiny", 1, 9, 30, 30, 10, 3, 1, (1, 1, 1, 1), 1),
     "3x3_k_split_streamed": ("tiny", 1, 64, 6, 6, 8, 3, 1, (1, 1, 1, 1), 1),
+    "7x7_s2_packed_batch2_several_tiles": ("small", 2, 3, 40, 37, 20, 7, 2, (3, 2, 2, 3), 1),
     "5x5_s2": ("small", 2, 16, 14, 14, 16, 5, 2, (2, 2, 2, 2), 1),
     "3x3_64ch": ("default", 1, 64, 14, 14, 64, 3, 1, (1, 1, 1, 1), 1),
 }
@@ -107,18 +108,28 @@ def test_conv_matches_golden_quant(case, dtype, requant):
 
 
 def test_the_tiler_takes_every_path():
-    """The cases above really cover several tiles, a K split and streamed weights."""
+    """The cases above really cover several tiles, a K split, streamed weights and packed taps
+    (in fp32 mode; fixed mode takes the per-tap path)."""
     plans = {}
-    for case in ("3x3_several_tiles", "3x3_k_split_streamed", "3x3_pad1"):
+    for case in ("3x3_several_tiles", "3x3_k_split_streamed", "3x3_pad1", "7x7_s2_stem",
+                 "7x7_s2_packed_batch2_several_tiles", "grouped"):
         config, n, cin, h, w, cout, kernel, stride, pads, groups = CONV_CASES[case]
         network, _ = conv_network(np.random.default_rng(0), n=n, cin=cin, h=h, w=w, cout=cout,
                                   kernel=kernel, stride=stride, pads=pads, groups=groups,
                                   dtype=np.int8)
-        plans[case] = compile_network(network, get_config(config)).layers[0].plan
-    assert plans["3x3_several_tiles"]["tile"][0] < 30
-    assert plans["3x3_k_split_streamed"]["k_chunks_per_part"] < plans["3x3_k_split_streamed"]["k_chunks"]
-    assert not plans["3x3_k_split_streamed"]["weights_resident"]
-    assert plans["3x3_pad1"]["weights_resident"] and plans["3x3_pad1"]["steps"] == 1
+        for mode in REQUANT_MODES:
+            plans[case, mode] = compile_network(network, get_config(config),
+                                                requant=mode).layers[0].plan
+    assert plans["3x3_several_tiles", "fp32"]["tile"][0] < 30
+    streamed = plans["3x3_k_split_streamed", "fp32"]
+    assert streamed["k_chunks_per_part"] < streamed["k_chunks"]
+    assert not streamed["weights_resident"]
+    assert plans["grouped", "fp32"]["weights_resident"] and plans["grouped", "fp32"]["steps"] == 2
+    # 3 channels: 3x3 taps in 7 K tiles of 4 lanes, 7x7 taps in 37; on small (8 lanes) 19
+    assert plans["3x3_pad1", "fp32"]["k_tiles"] == 7 and plans["7x7_s2_stem", "fp32"]["k_tiles"] == 37
+    packed = plans["7x7_s2_packed_batch2_several_tiles", "fp32"]
+    assert packed["k_tiles"] == 19 and packed["n_tiles"] == 3 and packed["steps"] > 30
+    assert not any(plans[case, "fixed"].get("tap_packed") for case in ("3x3_pad1", "7x7_s2_stem"))
 
 
 def test_fused_relu6_clip():
