@@ -20,7 +20,8 @@ the only part of the layer nothing overlaps). Grouped and depthwise convolutions
 path: their weights are expanded to a dense block-diagonal kernel and weight tiles that are zero
 by construction are skipped, so a depthwise layer runs one diagonal weight tile per channel chunk.
 A dense layer is a 1x1 convolution over the rows of its input; average pooling is a depthwise
-convolution with a kernel of ones.
+convolution with a kernel of ones. A layer with few input channels (an RGB stem) packs its kernel
+taps into lanes instead (:meth:`_Lowering.conv_tap_packed`).
 
 The compiled model lays out its DRAM image (constants, activations, programs) from offset 0;
 :meth:`CompiledModel.load` places it at the address the device allocates and relocates the
@@ -527,8 +528,9 @@ class _Lowering:
         Rows above or below the image are padding elements; columns left or right of it must
         be in DRAM (:func:`dram_column_padding`). Each (K tile, output-channel tile) is one
         MATMUL over the output tile, so a 7x7 stem on 3 channels takes 10 MATMULs per 16
-        output channels instead of 49. Weights and parameters stay resident; the first output
-        tile is computed K tile by K tile as its pieces arrive."""
+        output channels instead of 49. Weights and parameters stay resident; every output
+        tile holds all its output-channel groups in the accumulator and is computed K tile by K
+        tile as its pieces arrive."""
         cfg = self.config
         r, c = cfg.rows, cfg.cols
         n, h, w, cin = layer.input.shape
