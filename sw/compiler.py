@@ -30,6 +30,7 @@ programs' DRAM addresses.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -145,6 +146,15 @@ def pipeline(steps: list[Step]) -> list[Instruction]:
     return program
 
 
+def _add_side_loads(steps: list[Step], loads: list[Instruction]):
+    """Adds ``loads``, which touch no buffer of the steps (the border rows of an activation kept
+    on chip), to the steps that load anyway after the first, in even parts, so that they delay
+    nothing (to the first step when no other loads)."""
+    loading = [step for step in steps[1:] if step.loads] or steps[:1]
+    for i, step in enumerate(loading):
+        step.loads += loads[len(loads) * i // len(loading):len(loads) * (i + 1) // len(loading)]
+
+
 def _load_contiguous_rows(*, mem: Memory, sram_addr: int, dram_addr: int, rows: int,
                           row_bytes: int, elem_len: int) -> list[Instruction]:
     """LOADs of ``rows`` consecutive SRAM rows from consecutive DRAM rows of ``row_bytes``."""
@@ -167,7 +177,7 @@ def _first_step_by_chunk(step: Step, *, chunks: list[int], tap_rows: int, row_by
     the stores. ``step`` is the unsplit step (its MATMULs in chunk order, one per tap, then the
     REQUANT)."""
     sram_row, dram_byte = weight_block
-    matmuls = step.computes[:-1] if step.stores else step.computes
+    matmuls = [ins for ins in step.computes if ins.opcode == Opcode.MATMUL]
     per_chunk = len(matmuls) // len(chunks)
     sub_steps = []
     for i, k in enumerate(chunks):
@@ -207,6 +217,128 @@ class DramImage:
         offset = self.region(len(data))
         self.segments.append((offset, data))
         return offset
+
+
+# Activations kept on chip ---------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class OnChipLayout:
+    """Where an activation kept on chip lies in the scratchpad, laid out for its readers.
+
+    Channel group ``g`` (channels ``g * rows`` onwards, one scratchpad row per pixel) of image
+    ``i`` is a plane of ``(pad_top + h + pad_bottom) x (pad_left + w + pad_right)`` rows, planes
+    group-major from ``base``. The border rows hold ``pad_value`` (the zero point for a
+    convolution, -128 for max pooling), so a reader with at most these pads walks the plane
+    directly, like the padded input tile a LOAD would have made. Lanes past the tensor's
+    channels in the last group are not written: a convolution's weights there are zero.
+    """
+
+    base: int
+    n: int
+    h: int
+    w: int
+    groups: int
+    pads: tuple[int, int, int, int]  # top, left, bottom, right
+    pad_value: int
+    #: The layers (indices) from the one that writes it to the last one that reads it.
+    live: range = range(0)
+
+    @property
+    def pitch(self) -> int:
+        """Rows from one pixel to the one below it."""
+        return self.pads[1] + self.w + self.pads[3]
+
+    @property
+    def plane_rows(self) -> int:
+        return (self.pads[0] + self.h + self.pads[2]) * self.pitch
+
+    @property
+    def rows(self) -> int:
+        return self.groups * self.n * self.plane_rows
+
+    def row(self, *, group: int, image: int, y: int, x: int) -> int:
+        """The row of pixel (y, x) (negative or past the edge: a border row)."""
+        return (self.base + (group * self.n + image) * self.plane_rows
+                + (self.pads[0] + y) * self.pitch + self.pads[1] + x)
+
+    def border_loads(self, *, dram_addr: int, lanes: int) -> list[Instruction]:
+        """LOADs that fill the border rows, and only those, with ``pad_value`` (a broadcast of
+        the ``lanes`` bytes at ``dram_addr``): per plane the top band, the gap between each
+        pixel row's right border and the next one's left border, and the bottom band."""
+        pt, pl, pb, pr = self.pads
+        runs = []  # (first row, count)
+        for plane in range(self.groups * self.n):
+            first = self.base + plane * self.plane_rows
+            runs.append((first, pt * self.pitch + pl))
+            runs += [(first + (pt + y) * self.pitch + pl + self.w, pr + pl)
+                     for y in range(self.h - 1)]
+            runs.append((first + (pt + self.h - 1) * self.pitch + pl + self.w,
+                         pr + pb * self.pitch))
+        loads = []
+        for start, count in runs:
+            for offset in range(0, count, MAX_COUNT):
+                loads.append(Instruction(
+                    Opcode.LOAD, mem=Memory.SCRATCHPAD, sram_addr=start + offset,
+                    dram_addr=dram_addr, rows=1, cols=min(MAX_COUNT, count - offset),
+                    elem_len=lanes, dram_elem_stride=0))
+        return loads
+
+
+def _reads(layer: Layer) -> list:
+    return layer_tensors(layer)[:-1]
+
+
+def plan_on_chip(network: Network, config: NpuConfig, *, walks_scratchpad,
+                 excluded: frozenset = frozenset()) -> dict[int, OnChipLayout]:
+    """Which activations stay in the scratchpad between layers, and where (by tensor id).
+
+    An activation stays on chip when the layer writing it and every layer reading it walk the
+    scratchpad for it (``walks_scratchpad(layer, on_chip)``: per-tap convolutions and max
+    pooling), every layer in between does too (they keep their buffers below it), it is not the
+    network's input or output or viewed by another tensor, its readers agree on the border
+    value, and while it lives the activations on chip take at most half the scratchpad (the
+    layers keep the other half for weights and buffers). Placed from the top of the scratchpad
+    down; ``excluded`` tensors stay in DRAM.
+    """
+    layers = network.layers
+    viewed = {id(t.base.storage) for t in network.tensors if t.base is not None}
+    producer = {id(layer_tensors(layer)[-1]): i for i, layer in enumerate(layers)}
+    placed: dict[int, OnChipLayout] = {}
+    depth = config.scratchpad_depth
+    for tensor in network.tensors:
+        key = id(tensor)
+        if (key in excluded or tensor is network.input or tensor is network.output
+                or key in viewed or tensor.base is not None or not isinstance(tensor, Tensor)
+                or tensor.channel_major or key not in producer):
+            continue
+        first = producer[key]
+        readers = [i for i, layer in enumerate(layers) if any(t is tensor for t in _reads(layer))]
+        if not readers:
+            continue
+        last = max(readers)
+        on_chip = placed | {key: None}
+        if not all(walks_scratchpad(layers[i], on_chip) for i in range(first, last + 1)):
+            continue
+        pad_values = {quant.INT8_MIN if isinstance(layers[i], MaxPool)
+                      else tensor.quant.stored_zero_point
+                      for i in readers if any(layers[i].pads)}
+        if len(pad_values) > 1:
+            continue
+        pads = tuple(max(layers[i].pads[side] for i in readers) for side in range(4))
+        n, h, w, channels = tensor.shape
+        layout = OnChipLayout(base=0, n=n, h=h, w=w, groups=_ceil_div(channels, config.rows),
+                              pads=pads, pad_value=pad_values.pop() if pad_values else 0,
+                              live=range(first, last + 1))
+        live = [other for other in placed.values()
+                if other.live.start <= last and first < other.live.stop]
+        base = depth - layout.rows  # the highest free place
+        for other in sorted(live, key=lambda other: -other.base):
+            if base < other.base + other.rows and other.base < base + layout.rows:
+                base = other.base - layout.rows
+        if base < depth // 2:
+            continue
+        placed[key] = dataclasses.replace(layout, base=base)
+    return placed
 
 
 # Per-layer lowering -----------------------------------------------------------------------------
@@ -292,16 +424,35 @@ class _Lowering:
         self.mode = mode
         self.plan: dict = {}  # how the last layer was cut: tile, K-part, weights resident
         self.mask_offsets: dict[str, int] = {}  # attention layer -> its mask bias in DRAM
+        self.on_chip: dict[int, OnChipLayout] = {}  # activations kept in the scratchpad
+        #: Scratchpad rows the layer being lowered may use (those above hold activations).
+        self.scratchpad_rows = config.scratchpad_depth
 
     def address(self, tensor: Tensor) -> int:
         return self.addresses[id(tensor)]
 
-    def packs_taps(self, layer: Conv) -> bool:
-        """Whether ``layer`` is lowered by :meth:`conv_tap_packed`: it gains from it and the
-        columns its padding adds left and right of the image are in DRAM (or there are none)."""
+    def packs_taps(self, layer: Conv, on_chip: dict | None = None) -> bool:
+        """Whether ``layer`` is lowered by :meth:`conv_tap_packed`: it gains from it, its input
+        is in DRAM (not ``on_chip``) and the columns its padding adds left and right of the
+        image are there too (or there are none)."""
         _, pl, _, pr = layer.pads
         left, right = self.dram_padding.get(id(layer.input.storage), (0, 0))
-        return tap_packing_gains(self.config, layer, self.mode) and pl <= left and pr <= right
+        on_chip = self.on_chip if on_chip is None else on_chip
+        return (tap_packing_gains(self.config, layer, self.mode) and pl <= left and pr <= right
+                and id(layer.input) not in on_chip)
+
+    def walks_scratchpad(self, layer: Layer, on_chip: dict) -> bool:
+        """Whether ``layer``'s lowering can read and write activations kept on chip and keeps
+        its own buffers below them (:func:`plan_on_chip`)."""
+        if isinstance(layer, Conv):
+            return not layer.output.channel_major and not self.packs_taps(layer, on_chip)
+        return isinstance(layer, MaxPool)
+
+    def border_loads(self, layout: OnChipLayout) -> list[Instruction]:
+        if not any(layout.pads):
+            return []
+        fill = self.image.constant(np.full(self.config.rows, layout.pad_value, np.int8))
+        return layout.border_loads(dram_addr=fill, lanes=self.config.rows)
 
     # Convolution ------------------------------------------------------------------------------
     def conv(self, layer: Conv) -> list[Step]:
@@ -314,7 +465,10 @@ class _Lowering:
         _, oh, ow, cout = layer.output.shape
         kh, kw = layer.kernel
         (sh, sw), (pt, pl, pb, pr) = layer.stride, layer.pads
-        if (kh, kw, sh, sw, pt, pl, pb, pr) == (1, 1, 1, 1, 0, 0, 0, 0):
+        src, dst = self.on_chip.get(id(layer.input)), self.on_chip.get(id(layer.output))
+        depth = self.scratchpad_rows
+        if ((kh, kw, sh, sw, pt, pl, pb, pr) == (1, 1, 1, 1, 0, 0, 0, 0)
+                and not any(src.pads if src else ()) and not any(dst.pads if dst else ())):
             n, h, w, oh, ow = 1, 1, n * h * w, 1, n * h * w  # pixelwise: one long row
         if max(layer.pads) > MAX_PAD:
             raise CompileError(f"{layer.name}: padding above {MAX_PAD} is not supported, "
@@ -342,7 +496,7 @@ class _Lowering:
 
         # Plan: chunks per K-part, weights resident or streamed, the largest output tile.
         total_weight_rows = sum(len(ks) for ks in needed) * len(taps) * c
-        resident = total_weight_rows <= cfg.scratchpad_depth // 2
+        resident = total_weight_rows <= depth // 2
         most_chunks = max(len(ks) for ks in needed)
 
         def fits(part: int, th: int, tw: int) -> bool:
@@ -350,9 +504,10 @@ class _Lowering:
             weights = total_weight_rows if resident else 2 * part * len(taps) * c
             x_chunks = k_chunks if parts == 1 else part
             hp, wp = (th - 1) * sh + kh, (tw - 1) * sw + kw
-            scratch = weights + 2 * x_chunks * hp * wp + 2 * th * tw
+            scratch = (weights + (0 if src else 2 * x_chunks * hp * wp)
+                       + (0 if dst else 2 * th * tw))
             acc = 2 * th * tw + 2 * param_rows
-            return scratch <= cfg.scratchpad_depth and acc <= cfg.accumulator_depth
+            return scratch <= depth and acc <= cfg.accumulator_depth
 
         def largest_tile(part: int) -> tuple[int, int] | None:
             tw = min(ow, MAX_COUNT)
@@ -382,7 +537,8 @@ class _Lowering:
                 f"({cin} input channels, {kh}x{kw} kernel); use a larger configuration")
         part, th, tw = plan
         self.plan = dict(tile=(th, tw), k_chunks_per_part=part, k_chunks=k_chunks,
-                         n_tiles=n_tiles, weights_resident=resident)
+                         n_tiles=n_tiles, weights_resident=resident,
+                         input_on_chip=src is not None, output_on_chip=dst is not None)
         k_parts = [[ks[i:i + part] for i in range(0, len(ks), part)] for ks in needed]
         reload_input = max(len(parts) for parts in k_parts) > 1
 
@@ -408,7 +564,7 @@ class _Lowering:
         # On-chip layout (two of each buffer).
         hp_max, wp_max = (th - 1) * sh + kh, (tw - 1) * sw + kw
         weight_region = total_weight_rows if resident else 2 * part * len(taps) * c
-        x_size = (part if reload_input else k_chunks) * hp_max * wp_max
+        x_size = 0 if src else (part if reload_input else k_chunks) * hp_max * wp_max
         x_buffers = (weight_region, weight_region + x_size)
         out_buffers = (weight_region + 2 * x_size, weight_region + 2 * x_size + th * tw)
         acc_buffers = (0, th * tw)
@@ -420,7 +576,8 @@ class _Lowering:
                 resident_rows[key] = row
                 row += rows_
 
-        x_addr, y_addr = self.address(layer.input), self.address(layer.output)
+        x_addr = None if src else self.address(layer.input)
+        y_addr = None if dst else self.address(layer.output)
         x_zp = layer.input.quant.stored_zero_point
         steps: list[Step] = []
         resident_loaded: set[tuple[int, int]] = set()
@@ -432,7 +589,8 @@ class _Lowering:
                     xgeo = _window(ox0, cols, stride=sw, kernel=kw, pad=pl, size=w)
                     chunk_rows = ygeo.padded * xgeo.padded
 
-                    pixel = x_addr + ((image_index * h + ygeo.first) * w + xgeo.first) * cin
+                    if not src:
+                        pixel = x_addr + ((image_index * h + ygeo.first) * w + xgeo.first) * cin
                     tile_x_buf = x_buffers[tiles_done % 2]
                     for j in range(n_tiles):
                         acc_buf, prm = acc_buffers[outputs % 2], param_buffers[outputs % 2]
@@ -452,7 +610,7 @@ class _Lowering:
                             else:
                                 x_buf = tile_x_buf
                                 chunk_slot = {k: k for k in range(k_chunks)}
-                            if reload_input or j == 0:
+                            if not src and (reload_input or j == 0):
                                 for k in (ks if reload_input else range(k_chunks)):
                                     input_loads[k] = _tile_load(
                                         sram_addr=x_buf + chunk_slot[k] * chunk_rows,
@@ -486,15 +644,29 @@ class _Lowering:
                             step.loads += param_loads
                             for t, ((ky, kx), k) in enumerate(tiles):
                                 overwrite = fused_bias and p == 0 and t == 0
+                                if src:  # the whole padded image is on chip
+                                    x_row, pitch = src.row(
+                                        group=k, image=image_index, y=oy0 * sh - pt + ky,
+                                        x=ox0 * sw - pl + kx), src.pitch
+                                else:
+                                    x_row = (x_buf + chunk_slot[k] * chunk_rows
+                                             + ky * xgeo.padded + kx)
+                                    pitch = xgeo.padded
                                 step.computes.append(Instruction(
                                     Opcode.MATMUL, accumulate=int(not overwrite), load_weights=1,
                                     weight_addr=w_base + t * c, outer_count=rows,
-                                    inner_count=cols,
-                                    input_addr=x_buf + chunk_slot[k] * chunk_rows
-                                    + ky * xgeo.padded + kx,
-                                    input_outer_stride=sh * xgeo.padded, input_inner_stride=sw,
+                                    inner_count=cols, input_addr=x_row,
+                                    input_outer_stride=sh * pitch, input_inner_stride=sw,
                                     acc_addr=acc_buf, acc_outer_stride=cols, acc_inner_stride=1))
-                            if p == len(k_parts[j]) - 1:
+                            if p == len(k_parts[j]) - 1 and dst:  # into the next layer's input
+                                step.computes.append(self._requant(
+                                    acc_buf=acc_buf, rows=rows, cols=cols,
+                                    out_buf=dst.row(group=j * c // r, image=image_index, y=oy0,
+                                                    x=ox0),
+                                    out_pitch=dst.pitch, out_lane=j * c % r,
+                                    channels=min(c, cout - j * c), param_addr=prm,
+                                    output=layer.output, clip=layer.clip, bias=fused_bias))
+                            elif p == len(k_parts[j]) - 1:
                                 out_buf = out_buffers[outputs % 2]
                                 channels = min(c, cout - j * c)
                                 step.computes.append(self._requant(
@@ -506,7 +678,7 @@ class _Lowering:
                                     dram_addr=y_addr + ((image_index * oh + oy0) * ow + ox0) * cout
                                     + j * c, rows=rows, cols=cols, elem_len=channels,
                                     dram_row_stride=ow * cout, dram_elem_stride=cout))
-                            if u == 0 and resident and len(ks) > 1:
+                            if u == 0 and resident and len(ks) > 1 and not src:
                                 # The prologue, which nothing overlaps: start the array on the
                                 # first input chunk instead of after the whole input tile.
                                 steps += _first_step_by_chunk(
@@ -517,6 +689,8 @@ class _Lowering:
                                 steps.append(step)
                         outputs += 1
                     tiles_done += 1
+        if dst:
+            _add_side_loads(steps, self.border_loads(dst))
         return steps
 
     def conv_tap_packed(self, layer: Conv) -> list[Step]:
@@ -663,12 +837,13 @@ class _Lowering:
         return [np.array([p[0] for p in pairs], np.int32), np.array([p[1] for p in pairs], np.int32)]
 
     def _requant(self, *, acc_buf, out_buf, rows, cols, channels, param_addr, output, clip,
-                 bias=False):
+                 bias=False, out_pitch=None, out_lane=0):
         return Instruction(
             Opcode.VECTOR, funct=VectorFunct.REQUANT, mode=self.requant_mode, bias=int(bias),
             outer_count=rows,
             inner_count=cols, a_addr=acc_buf, a_outer_stride=cols, a_inner_stride=1,
-            out_addr=out_buf, out_outer_stride=cols, out_inner_stride=1, length=channels,
+            out_addr=out_buf, out_outer_stride=out_pitch or cols, out_inner_stride=1,
+            out_lane=out_lane, length=channels,
             param_addr=param_addr, out_zp=output.quant.stored_zero_point,
             clip_lo=clip[0], clip_hi=clip[1])
 
@@ -681,10 +856,11 @@ class _Lowering:
         (kh, kw), (sh, sw), (pt, pl, _, _) = layer.kernel, layer.stride, layer.pads
         if max(layer.pads) > MAX_PAD:
             raise CompileError(f"{layer.name}: padding above {MAX_PAD} is not supported")
+        src, dst = self.on_chip.get(id(layer.input)), self.on_chip.get(id(layer.output))
 
         def fits(th: int, tw: int) -> bool:
-            return 2 * ((th - 1) * sh + kh) * ((tw - 1) * sw + kw) + 2 * th * tw \
-                <= cfg.scratchpad_depth
+            x_rows = 0 if src else 2 * ((th - 1) * sh + kh) * ((tw - 1) * sw + kw)
+            return x_rows + (0 if dst else 2 * th * tw) <= self.scratchpad_rows
 
         tw = min(ow, MAX_COUNT)
         while tw > 1 and not fits(1, tw):
@@ -694,9 +870,12 @@ class _Lowering:
         while th < min(oh, MAX_COUNT) and fits(th + 1, tw):
             th += 1
         th = _balanced(oh, th)
-        x_size = ((th - 1) * sh + kh) * ((tw - 1) * sw + kw)
+        self.plan = dict(tile=(th, tw), input_on_chip=src is not None,
+                         output_on_chip=dst is not None)
+        x_size = 0 if src else ((th - 1) * sh + kh) * ((tw - 1) * sw + kw)
         x_buffers, out_buffers = (0, x_size), (2 * x_size, 2 * x_size + th * tw)
-        x_addr, y_addr = self.address(layer.input), self.address(layer.output)
+        x_addr = None if src else self.address(layer.input)
+        y_addr = None if dst else self.address(layer.output)
         taps = [(ky, kx) for ky in range(kh) for kx in range(kw)]
         steps = []
         for image_index in range(n):
@@ -706,18 +885,35 @@ class _Lowering:
                     xgeo = _window(ox0, cols, stride=sw, kernel=kw, pad=pl, size=w)
                     for c0, lanes in _spans(channels, r):
                         s = len(steps)
-                        x_buf, out_buf = x_buffers[s % 2], out_buffers[s % 2]
-                        step = Step(loads=[_tile_load(
-                            sram_addr=x_buf, dram_addr=x_addr + ((image_index * h + ygeo.first) * w
-                                                                 + xgeo.first) * channels + c0,
-                            ygeo=ygeo, xgeo=xgeo, elem_len=lanes, row_stride=w * channels,
-                            elem_stride=channels, pad_value=quant.INT8_MIN)])
-                        tap_addr = {tap: x_buf + tap[0] * xgeo.padded + tap[1] for tap in taps}
+                        step = Step()
+                        if src:  # the whole padded image is on chip
+                            tap_addr = {(ky, kx): src.row(group=c0 // r, image=image_index,
+                                                          y=oy0 * sh - pt + ky,
+                                                          x=ox0 * sw - pl + kx)
+                                        for ky, kx in taps}
+                            pitch = src.pitch
+                        else:
+                            x_buf = x_buffers[s % 2]
+                            step.loads.append(_tile_load(
+                                sram_addr=x_buf,
+                                dram_addr=x_addr + ((image_index * h + ygeo.first) * w
+                                                    + xgeo.first) * channels + c0,
+                                ygeo=ygeo, xgeo=xgeo, elem_len=lanes, row_stride=w * channels,
+                                elem_stride=channels, pad_value=quant.INT8_MIN))
+                            tap_addr = {tap: x_buf + tap[0] * xgeo.padded + tap[1]
+                                        for tap in taps}
+                            pitch = xgeo.padded
+                        if dst:
+                            out_buf = dst.row(group=c0 // r, image=image_index, y=oy0, x=ox0)
+                            out_pitch = dst.pitch
+                        else:
+                            out_buf, out_pitch = out_buffers[s % 2], cols
 
                         walk = dict(outer_count=rows, inner_count=cols, length=lanes,
-                                    out_addr=out_buf, out_outer_stride=cols, out_inner_stride=1,
-                                    a_outer_stride=sh * xgeo.padded, a_inner_stride=sw,
-                                    b_outer_stride=sh * xgeo.padded, b_inner_stride=sw,
+                                    out_addr=out_buf, out_outer_stride=out_pitch,
+                                    out_inner_stride=1,
+                                    a_outer_stride=sh * pitch, a_inner_stride=sw,
+                                    b_outer_stride=sh * pitch, b_inner_stride=sw,
                                     clip_lo=quant.INT8_MIN, clip_hi=quant.INT8_MAX)
                         second = taps[1] if len(taps) > 1 else taps[0]
                         step.computes.append(Instruction(
@@ -726,14 +922,17 @@ class _Lowering:
                         for tap in taps[2:]:  # out = max(out, tap)
                             step.computes.append(Instruction(
                                 Opcode.VECTOR, funct=VectorFunct.MAX, **{
-                                    **walk, "a_addr": out_buf, "a_outer_stride": cols,
+                                    **walk, "a_addr": out_buf, "a_outer_stride": out_pitch,
                                     "a_inner_stride": 1, "b_addr": tap_addr[tap]}))
-                        step.stores.append(Instruction(
-                            Opcode.STORE, mem=Memory.SCRATCHPAD, sram_addr=out_buf,
-                            dram_addr=y_addr + ((image_index * oh + oy0) * ow + ox0) * channels + c0,
-                            rows=rows, cols=cols, elem_len=lanes,
-                            dram_row_stride=ow * channels, dram_elem_stride=channels))
+                        if not dst:
+                            step.stores.append(Instruction(
+                                Opcode.STORE, mem=Memory.SCRATCHPAD, sram_addr=out_buf,
+                                dram_addr=y_addr + ((image_index * oh + oy0) * ow + ox0)
+                                * channels + c0, rows=rows, cols=cols, elem_len=lanes,
+                                dram_row_stride=ow * channels, dram_elem_stride=channels))
                         steps.append(step)
+        if dst:
+            _add_side_loads(steps, self.border_loads(dst))
         return steps
 
     # Elementwise add ----------------------------------------------------------------------------
@@ -878,6 +1077,8 @@ class CompiledModel:
     mask_offsets: dict[str, int] = field(default_factory=dict)
     #: Zero-point columns stored left and right of each row of the input (tap-packed readers).
     input_padding: tuple[int, int] = (0, 0)
+    #: Activations kept in the scratchpad between layers (by tensor name), and where.
+    on_chip: dict[str, OnChipLayout] = field(default_factory=dict)
 
     def address(self, tensor: Tensor) -> int:
         return self.addresses[id(tensor)]
@@ -918,27 +1119,58 @@ class CompiledModel:
         return segments
 
 
-def compile_network(network: Network, config: NpuConfig, *, requant: str = "fp32") -> CompiledModel:
-    """Every layer of ``network`` as one NPU program, with the DRAM image they use."""
+def compile_network(network: Network, config: NpuConfig, *, requant: str = "fp32",
+                    chain: bool = True) -> CompiledModel:
+    """Every layer of ``network`` as one NPU program, with the DRAM image they use. With
+    ``chain``, activations that fit stay in the scratchpad from layer to layer
+    (:func:`plan_on_chip`); the others, and all with ``chain=False``, go through DRAM."""
     if requant not in REQUANT_MODES:
         raise ValueError(f"Requant mode must be one of {REQUANT_MODES}, not {requant!r}")
-    image = DramImage()
-    addresses: dict[int, int] = {}
     dram_padding = dram_column_padding(network, config, requant)
-    for tensor in network.tensors:
-        if id(tensor.storage) not in addresses:
-            n, h, w, c = tensor.shape
-            left, right = dram_padding.get(id(tensor), (0, 0))
-            addresses[id(tensor.storage)] = image.region(tensor.nbytes + n * h * (left + right) * c)
-        addresses[id(tensor)] = addresses[id(tensor.storage)]
-    lowering = _Lowering(config, image, addresses, requant, dram_padding)
-    layers = []
-    for layer in network.layers:
-        instructions = lowering.lower(layer)
-        program_offset = image.region(len(instructions) * config.instruction_bytes)
-        layers.append(CompiledLayer(name=layer.name, op=layer.op, layer=layer,
-                                    instructions=instructions, program_offset=program_offset,
-                                    bounds=layer_bounds(config, layer), plan=lowering.plan))
-    return CompiledModel(config=config, network=network, mode=requant, image=image,
-                         addresses=addresses, layers=layers, mask_offsets=lowering.mask_offsets,
-                         input_padding=dram_padding.get(id(network.input), (0, 0)))
+    excluded: set[int] = set()
+    while True:
+        image = DramImage()
+        lowering = _Lowering(config, image, {}, requant, dram_padding)
+        on_chip = plan_on_chip(network, config, walks_scratchpad=lowering.walks_scratchpad,
+                               excluded=frozenset(excluded)) if chain else {}
+        lowering.on_chip = on_chip
+        for tensor in network.tensors:
+            if id(tensor) in on_chip:
+                continue
+            if id(tensor.storage) not in lowering.addresses:
+                n, h, w, c = tensor.shape
+                left, right = dram_padding.get(id(tensor), (0, 0))
+                lowering.addresses[id(tensor.storage)] = image.region(
+                    tensor.nbytes + n * h * (left + right) * c)
+            lowering.addresses[id(tensor)] = lowering.addresses[id(tensor.storage)]
+        layers = []
+        try:
+            for index, layer in enumerate(network.layers):
+                live = [key for key, layout in on_chip.items() if index in layout.live]
+                lowering.scratchpad_rows = min((on_chip[key].base for key in live),
+                                               default=config.scratchpad_depth)
+                try:
+                    instructions = lowering.lower(layer)
+                except CompileError:
+                    if not live:
+                        raise
+                    excluded.update(live)  # this layer needs the whole scratchpad: spill
+                    raise _Retry from None
+                program_offset = image.region(len(instructions) * config.instruction_bytes)
+                layers.append(CompiledLayer(name=layer.name, op=layer.op, layer=layer,
+                                            instructions=instructions,
+                                            program_offset=program_offset,
+                                            bounds=layer_bounds(config, layer),
+                                            plan=lowering.plan))
+        except _Retry:
+            continue
+        return CompiledModel(config=config, network=network, mode=requant, image=image,
+                             addresses=lowering.addresses, layers=layers,
+                             mask_offsets=lowering.mask_offsets,
+                             input_padding=dram_padding.get(id(network.input), (0, 0)),
+                             on_chip={tensor.name: on_chip[id(tensor)] for tensor in network.tensors
+                                      if id(tensor) in on_chip})
+
+
+class _Retry(Exception):
+    """Compile again, with the activations that crowded a layer out of the scratchpad in DRAM."""

@@ -25,8 +25,8 @@ def nchw_tensor(name, n, c, h, w, quantization):
     return Tensor(name, (n, h, w, c), quantization, (n, c, h, w))
 
 
-def run_network(network, config, *, requant="fp32", backend="golden", codes=None):
-    compiled = compile_network(network, get_config(config), requant=requant)
+def run_network(network, config, *, requant="fp32", backend="golden", codes=None, chain=True):
+    compiled = compile_network(network, get_config(config), requant=requant, chain=chain)
     with open_device(backend, config, dram_size=dram_size_for(compiled), quiet=True) as device:
         y, report = LoadedModel(compiled, device).run_codes(codes)
     return y, report, compiled
@@ -37,24 +37,33 @@ def random_codes(rng, quantization, shape):
     return rng.integers(info.min, info.max + 1, shape).astype(quantization.dtype)
 
 
-def conv_network(rng, *, n, cin, h, w, cout, kernel, stride, pads, groups, dtype, clip=None):
-    zero = 128 if dtype == np.uint8 else 0
-    qx = Quantization(np.float32(rng.uniform(0.01, 0.05)), zero + int(rng.integers(-20, 20)), dtype)
+def conv_layer(rng, x, *, name="conv", cout, kernel, stride, pads, groups=1, clip=None):
+    """A convolution of ``x`` with random weights and an output scale that keeps it unsaturated."""
+    n, h, w, cin = x.shape
+    qx = x.quant
+    zero = 128 if qx.unsigned else 0
     fan_in = cin // groups * kernel * kernel
     w_scale = rng.uniform(0.002, 0.01, cout).astype(np.float32)
     qy = Quantization(np.float32(qx.scale * np.median(w_scale) * np.sqrt(fan_in) * 74 * 74 / 50),
-                      zero + int(rng.integers(-30, 30)), dtype)
+                      zero + int(rng.integers(-30, 30)), qx.dtype)
     pt, pl, pb, pr = pads
     oh, ow = (h + pt + pb - kernel) // stride + 1, (w + pl + pr - kernel) // stride + 1
-    x = nchw_tensor("x", n, cin, h, w, qx)
-    y = nchw_tensor("y", n, cout, oh, ow, qy)
+    y = nchw_tensor(f"{name}_out", n, cout, oh, ow, qy)
     weights = rng.integers(-127, 128, (cout, cin // groups, kernel, kernel)).astype(np.int8)
     bias = rng.integers(-3000 * fan_in, 3000 * fan_in, cout).astype(np.int32)
     scale = quant.fp32_requant_scale(qx.scale, w_scale, qy.scale)
     real = np.float64(qx.scale) * w_scale.astype(np.float64) / np.float64(qy.scale)
-    layer = Conv("conv", "Conv", x, y, weights, bias, scale, real, (stride, stride), pads, groups,
-                 clip or (-128, 127))
-    return Network(x, y, [layer]), layer
+    return Conv(name, "Conv", x, y, weights, bias, scale, real, (stride, stride), pads, groups,
+                clip or (-128, 127))
+
+
+def conv_network(rng, *, n, cin, h, w, cout, kernel, stride, pads, groups, dtype, clip=None):
+    zero = 128 if dtype == np.uint8 else 0
+    qx = Quantization(np.float32(rng.uniform(0.01, 0.05)), zero + int(rng.integers(-20, 20)), dtype)
+    x = nchw_tensor("x", n, cin, h, w, qx)
+    layer = conv_layer(rng, x, cout=cout, kernel=kernel, stride=stride, pads=pads, groups=groups,
+                       clip=clip)
+    return Network(x, layer.output, [layer]), layer
 
 
 def expected_conv(layer: Conv, codes, *, requant):
@@ -239,3 +248,86 @@ def test_bench_cnn_reports_every_case_with_its_bounds(tmp_path):
     assert summary["cases"][0]["macs"] == 10 * 10 * 8 * 8 * 9
     plot_utilisation(summary, tmp_path / "cnn.png", pes=16)
     assert (tmp_path / "cnn.png").stat().st_size > 10_000
+
+
+def chain_network(rng, *, n=2, h=6, w=6, dtype=np.uint8):
+    """conv 3x3 -> depthwise 3x3 -> conv 3x3 stride 2 -> max pool 2x2 (padded) -> conv 1x1:
+    odd channel counts (several channel groups and output-channel tiles on `tiny`), zero
+    points for the convolutions' borders and -128 for the pool's."""
+    zero = 128 if dtype == np.uint8 else 0
+    x = nchw_tensor("x", n, 5, h, w, Quantization(np.float32(0.03), zero - 7, dtype))
+    conv1 = conv_layer(rng, x, name="conv1", cout=6, kernel=3, stride=1, pads=(1, 1, 1, 1),
+                       clip=(zero - 128 + 3, 127))
+    dw = conv_layer(rng, conv1.output, name="dw", cout=6, kernel=3, stride=1, pads=(1, 1, 1, 1),
+                    groups=6)
+    conv3 = conv_layer(rng, dw.output, name="conv3", cout=7, kernel=3, stride=2,
+                       pads=(1, 0, 0, 1))
+    _, c, ph, pw = conv3.output.onnx_shape
+    pooled = nchw_tensor("pooled", n, c, ph, pw, conv3.output.quant)
+    pool = MaxPool("pool", conv3.output, pooled, (2, 2), (1, 1), (0, 0, 1, 1))
+    conv5 = conv_layer(rng, pooled, name="conv5", cout=9, kernel=1, stride=1, pads=(0, 0, 0, 0))
+    layers = [conv1, dw, conv3, pool, conv5]
+    return Network(x, conv5.output, layers), layers
+
+
+def expected_chain(layers, codes, *, requant):
+    for layer in layers:
+        if isinstance(layer, MaxPool):
+            q = layer.input.quant
+            codes = q.from_stored(quant.max_pool2d(q.to_stored(codes), kernel=layer.kernel,
+                                                   stride=layer.stride, pads=layer.pads))
+        else:
+            codes = expected_conv(layer, codes, requant=requant)
+    return codes
+
+
+@pytest.mark.parametrize("requant", ["fp32", "fixed"])
+@pytest.mark.parametrize("dtype", [np.uint8, np.int8], ids=["uint8", "int8"])
+def test_layers_chained_on_chip_match_golden_quant(dtype, requant):
+    rng = np.random.default_rng([7, int(dtype == np.uint8)])
+    network, layers = chain_network(rng, dtype=dtype)
+    codes = random_codes(rng, network.input.quant, network.input.onnx_shape)
+    expected = expected_chain(layers, codes, requant=requant)
+    y, report, compiled = run_network(network, "tiny", requant=requant, codes=codes)
+    assert np.unique(expected).size > 8
+    np.testing.assert_array_equal(y, expected)
+    # Every activation between layers stays on chip; the borders each reader needs are there.
+    assert set(compiled.on_chip) == {"conv1_out", "dw_out", "conv3_out", "pooled"}
+    assert compiled.on_chip["conv3_out"].pad_value == -128
+    assert compiled.on_chip["dw_out"].pads == (1, 0, 0, 1)
+    assert [(layer.plan["input_on_chip"], layer.plan["output_on_chip"])
+            for layer in compiled.layers] == [(False, True)] + [(True, True)] * 3 + [(True, False)]
+    assert sum(layer.dram_write_bytes for layer in report.layers) == network.output.nbytes
+    # Through DRAM: the same result, with every activation written and read back.
+    y_dram, dram, unchained = run_network(network, "tiny", requant=requant, codes=codes,
+                                          chain=False)
+    np.testing.assert_array_equal(y_dram, expected)
+    assert not unchained.on_chip
+    assert sum(layer.dram_write_bytes for layer in dram.layers) == sum(
+        layer.output.nbytes for layer in layers)
+
+
+def test_activations_that_do_not_fit_go_through_dram():
+    rng = np.random.default_rng(11)
+    # 9x9 images: conv1's output on chip (2 groups x 2 images x 11 x 11 rows with its borders)
+    # and dw's (2 x 2 x 10 x 10) are more than half of tiny's 1024 scratchpad rows together.
+    network, layers = chain_network(rng, h=9, w=9)
+    compiled = compile_network(network, get_config("tiny"))
+    assert list(compiled.on_chip) == ["conv1_out", "conv3_out", "pooled"]
+    codes = random_codes(rng, network.input.quant, network.input.onnx_shape)
+    y, _, _ = run_network(network, "tiny", codes=codes)
+    np.testing.assert_array_equal(y, expected_chain(layers, codes, requant="fp32"))
+    # An 11x11 kernel on a 2x2 image: with the 1x1 convolution's output on chip (12 x 12
+    # rows), its weight tiles (121 x 4 rows) fit neither resident in half of the rest nor
+    # streamed (two blocks); it is compiled again with that activation in DRAM. With a 3x3
+    # kernel it stays on chip.
+    x = nchw_tensor("x", 1, 4, 2, 2, Quantization(np.float32(0.02), 3, np.int8))
+    codes = random_codes(rng, x.quant, x.onnx_shape)
+    for kernel, on_chip in ((3, ["first_out"]), (11, [])):
+        first = conv_layer(rng, x, name="first", cout=4, kernel=1, stride=1, pads=(0, 0, 0, 0))
+        wide = conv_layer(rng, first.output, name="wide", cout=4, kernel=kernel, stride=1,
+                          pads=(kernel // 2,) * 4)
+        network = Network(x, wide.output, [first, wide])
+        y, _, compiled = run_network(network, "tiny", codes=codes)
+        assert list(compiled.on_chip) == on_chip
+        np.testing.assert_array_equal(y, expected_chain([first, wide], codes, requant="fp32"))
