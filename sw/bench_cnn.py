@@ -22,7 +22,8 @@ from .executor import LoadedModel, dram_size_for
 from .graph import Conv, Network, Quantization, Tensor
 from .runtime import open_device
 
-__all__ = ["ConvCase", "CNN_CASES", "conv_case_network", "bench_cnn", "plot_utilisation"]
+__all__ = ["ConvCase", "CNN_CASES", "ChainCase", "CHAIN_CASE", "conv_case_network",
+           "chain_case_network", "mobilenet_blocks", "bench_cnn", "plot_utilisation"]
 
 
 @dataclass(frozen=True)
@@ -53,25 +54,63 @@ CNN_CASES = (
 def conv_case_network(case: ConvCase, *, seed: int = 0) -> tuple[Network, Conv]:
     """A one-layer network for ``case``: uint8 activations, per-channel int8 weights, scales that
     spread the outputs over the whole int8 range."""
-    rng = np.random.default_rng(seed)
+    size = case.size
+    qx = Quantization(np.float32(0.02), 128, np.uint8)
+    x = Tensor("x", (1, size, size, case.channels_in), qx, (1, case.channels_in, size, size))
+    layer = _case_layer(case, x, np.random.default_rng(seed), output_name="y")
+    return Network(x, layer.output, [layer]), layer
+
+
+def _case_layer(case: ConvCase, x: Tensor, rng, *, output_name: str) -> Conv:
     groups = case.channels_in if case.depthwise else 1
     fan_in = case.channels_in // groups * case.kernel ** 2
-    qx = Quantization(np.float32(0.02), 128, np.uint8)
+    qx = x.quant
     w_scale = rng.uniform(0.002, 0.01, case.channels_out).astype(np.float32)
     qy = Quantization(np.float32(qx.scale * np.median(w_scale) * np.sqrt(fan_in) * 74 * 74 / 50),
                       128, np.uint8)
-    size = case.size
-    out = (size + 2 * case.pad - case.kernel) // case.stride + 1
-    x = Tensor("x", (1, size, size, case.channels_in), qx, (1, case.channels_in, size, size))
-    y = Tensor("y", (1, out, out, case.channels_out), qy, (1, case.channels_out, out, out))
+    out = (case.size + 2 * case.pad - case.kernel) // case.stride + 1
+    y = Tensor(output_name, (1, out, out, case.channels_out), qy, (1, case.channels_out, out, out))
     weights = rng.integers(-127, 128, (case.channels_out, case.channels_in // groups, case.kernel,
                                        case.kernel)).astype(np.int8)
-    layer = Conv(case.name, "Conv", x, y, weights,
-                 rng.integers(-1000, 1000, case.channels_out).astype(np.int32),
-                 quant.fp32_requant_scale(qx.scale, w_scale, qy.scale),
-                 np.float64(qx.scale) * w_scale.astype(np.float64) / np.float64(qy.scale),
-                 (case.stride, case.stride), (case.pad,) * 4, groups, (0, 127))
-    return Network(x, y, [layer]), layer
+    return Conv(case.name, "Conv", x, y, weights,
+                rng.integers(-1000, 1000, case.channels_out).astype(np.int32),
+                quant.fp32_requant_scale(qx.scale, w_scale, qy.scale),
+                np.float64(qx.scale) * w_scale.astype(np.float64) / np.float64(qy.scale),
+                (case.stride, case.stride), (case.pad,) * 4, groups, (0, 127))
+
+
+@dataclass(frozen=True)
+class ChainCase:
+    """Layers one after the other (``cases``, each reading the previous one's output)."""
+
+    name: str
+    cases: tuple[ConvCase, ...]
+
+
+def mobilenet_blocks(name: str, size: int, channels: int) -> ChainCase:
+    """Two MobileNet blocks: depthwise 3x3, pointwise 1x1, depthwise 3x3, pointwise 1x1."""
+    return ChainCase(name, tuple(
+        ConvCase(f"{kind}{i}", channels, size, channels, 3 if kind == "dw" else 1,
+                 depthwise=kind == "dw")
+        for i, kind in enumerate(("dw", "pw", "dw", "pw"))))
+
+
+#: Two MobileNet blocks (depthwise 3x3, pointwise 1x1) at 14x14x256: on `default` every
+#: activation between the layers fits on chip.
+CHAIN_CASE = mobilenet_blocks("mobilenet_2_blocks_14x14x256", 14, 256)
+
+
+def chain_case_network(chain: ChainCase, *, seed: int = 0) -> tuple[Network, list[Conv]]:
+    rng = np.random.default_rng(seed)
+    first = chain.cases[0]
+    x = Tensor("x", (1, first.size, first.size, first.channels_in),
+               Quantization(np.float32(0.02), 128, np.uint8),
+               (1, first.channels_in, first.size, first.size))
+    layers = []
+    for case in chain.cases:
+        layers.append(_case_layer(case, layers[-1].output if layers else x, rng,
+                                  output_name=f"{case.name}_out"))
+    return Network(x, layers[-1].output, layers), layers
 
 
 def _reference(layer: Conv, codes: np.ndarray) -> np.ndarray:
@@ -84,9 +123,11 @@ def _reference(layer: Conv, codes: np.ndarray) -> np.ndarray:
                                                 axis=1, qmin=layer.clip[0], qmax=layer.clip[1]))
 
 
-def bench_cnn(config: NpuConfig, *, backend: str = "rtl", cases=CNN_CASES, out=print) -> dict:
+def bench_cnn(config: NpuConfig, *, backend: str = "rtl", cases=CNN_CASES,
+              chain: ChainCase | None = CHAIN_CASE, out=print) -> dict:
     """Run every case; the JSON of DESIGN section 8 (``cases`` with cycles, MACs, utilisation
-    and bounds)."""
+    and bounds), and ``chain``: the chained layers with activations on chip and through
+    DRAM."""
     results = []
     for index, case in enumerate(cases):
         network, layer = conv_case_network(case, seed=index)
@@ -119,7 +160,33 @@ def bench_cnn(config: NpuConfig, *, backend: str = "rtl", cases=CNN_CASES, out=p
                    cases=results)
     out(f"  all cases: {summary['utilisation']:.1%} utilisation ({total_macs:,} MACs in "
         f"{total_cycles:,} cycles)")
+    if chain is not None:
+        summary["chain"] = bench_chain(config, chain, backend=backend, out=out)
     return summary
+
+
+def bench_chain(config: NpuConfig, chain: ChainCase, *, backend: str, out=print) -> dict:
+    """``chain`` compiled with its activations on chip where they fit, and through DRAM."""
+    network, layers = chain_case_network(chain)
+    codes = np.random.default_rng(200).integers(0, 256, network.input.onnx_shape).astype(np.uint8)
+    expected = codes
+    for layer in layers:
+        expected = _reference(layer, expected)
+    result = dict(name=chain.name, layers=len(layers), macs=sum(layer.macs for layer in layers))
+    for label, on_chip in (("on_chip", True), ("dram", False)):
+        compiled = compile_network(network, config, chain=on_chip)
+        with open_device(backend, config, dram_size=dram_size_for(compiled), quiet=True) as device:
+            y, report = LoadedModel(compiled, device).run_codes(codes)
+        np.testing.assert_array_equal(y, expected,
+                                      err_msg=f"{chain.name}: the NPU's output is wrong")
+        moved = sum(x.dram_read_bytes + x.dram_write_bytes for x in report.layers)
+        result[label] = dict(cycles=report.total_cycles,
+                             utilisation=report.utilisation(config.pes), dram_bytes=moved,
+                             activations_on_chip=list(compiled.on_chip))
+        out(f"  {chain.name} ({label.replace('_', ' ')}): {report.total_cycles:,} cycles, "
+            f"{report.utilisation(config.pes):.1%}, {moved:,} DRAM bytes; "
+            f"{len(compiled.on_chip)} of {len(layers) - 1} activations on chip")
+    return result
 
 
 def plot_utilisation(summary: dict, path, *, pes: int) -> None:

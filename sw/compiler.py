@@ -146,15 +146,6 @@ def pipeline(steps: list[Step]) -> list[Instruction]:
     return program
 
 
-def _add_side_loads(steps: list[Step], loads: list[Instruction]):
-    """Adds ``loads``, which touch no buffer of the steps (the border rows of an activation kept
-    on chip), to the steps that load anyway after the first, in even parts, so that they delay
-    nothing (to the first step when no other loads)."""
-    loading = [step for step in steps[1:] if step.loads] or steps[:1]
-    for i, step in enumerate(loading):
-        step.loads += loads[len(loads) * i // len(loading):len(loads) * (i + 1) // len(loading)]
-
-
 def _load_contiguous_rows(*, mem: Memory, sram_addr: int, dram_addr: int, rows: int,
                           row_bytes: int, elem_len: int) -> list[Instruction]:
     """LOADs of ``rows`` consecutive SRAM rows from consecutive DRAM rows of ``row_bytes``."""
@@ -261,27 +252,17 @@ class OnChipLayout:
         return (self.base + (group * self.n + image) * self.plane_rows
                 + (self.pads[0] + y) * self.pitch + self.pads[1] + x)
 
-    def border_loads(self, *, dram_addr: int, lanes: int) -> list[Instruction]:
-        """LOADs that fill the border rows, and only those, with ``pad_value`` (a broadcast of
-        the ``lanes`` bytes at ``dram_addr``): per plane the top band, the gap between each
-        pixel row's right border and the next one's left border, and the bottom band."""
+    def plane_fill(self, *, group: int, image: int, dram_addr: int,
+                   lanes: int) -> Instruction:
+        """The LOAD that fills a plane with ``pad_value`` (a broadcast of the ``lanes`` bytes at
+        ``dram_addr`` inside, padding elements around), before the first write into it: one
+        instruction per plane, where filling only the borders would take one per pixel row."""
         pt, pl, pb, pr = self.pads
-        runs = []  # (first row, count)
-        for plane in range(self.groups * self.n):
-            first = self.base + plane * self.plane_rows
-            runs.append((first, pt * self.pitch + pl))
-            runs += [(first + (pt + y) * self.pitch + pl + self.w, pr + pl)
-                     for y in range(self.h - 1)]
-            runs.append((first + (pt + self.h - 1) * self.pitch + pl + self.w,
-                         pr + pb * self.pitch))
-        loads = []
-        for start, count in runs:
-            for offset in range(0, count, MAX_COUNT):
-                loads.append(Instruction(
-                    Opcode.LOAD, mem=Memory.SCRATCHPAD, sram_addr=start + offset,
-                    dram_addr=dram_addr, rows=1, cols=min(MAX_COUNT, count - offset),
-                    elem_len=lanes, dram_elem_stride=0))
-        return loads
+        return Instruction(Opcode.LOAD, mem=Memory.SCRATCHPAD,
+                           sram_addr=self.row(group=group, image=image, y=-pt, x=-pl),
+                           dram_addr=dram_addr, rows=self.h, cols=self.w, elem_len=lanes,
+                           pad_top=pt, pad_left=pl, pad_bottom=pb, pad_right=pr,
+                           pad_value=self.pad_value)
 
 
 def _reads(layer: Layer) -> list:
@@ -301,14 +282,14 @@ def plan_on_chip(network: Network, config: NpuConfig, *, walks_scratchpad,
     down; ``excluded`` tensors stay in DRAM.
     """
     layers = network.layers
-    viewed = {id(t.base.storage) for t in network.tensors if t.base is not None}
+    viewed = {id(t.base.storage) for t in network.tensors if getattr(t, "base", None)}
     producer = {id(layer_tensors(layer)[-1]): i for i, layer in enumerate(layers)}
     placed: dict[int, OnChipLayout] = {}
     depth = config.scratchpad_depth
     for tensor in network.tensors:
         key = id(tensor)
-        if (key in excluded or tensor is network.input or tensor is network.output
-                or key in viewed or tensor.base is not None or not isinstance(tensor, Tensor)
+        if (not isinstance(tensor, Tensor) or key in excluded or tensor is network.input
+                or tensor is network.output or key in viewed or tensor.base is not None
                 or tensor.channel_major or key not in producer):
             continue
         first = producer[key]
@@ -326,6 +307,8 @@ def plan_on_chip(network: Network, config: NpuConfig, *, walks_scratchpad,
             continue
         pads = tuple(max(layers[i].pads[side] for i in readers) for side in range(4))
         n, h, w, channels = tensor.shape
+        if max(h, w) > MAX_COUNT or max(pads) > MAX_PAD:
+            continue  # its planes could not be filled by one LOAD each
         layout = OnChipLayout(base=0, n=n, h=h, w=w, groups=_ceil_div(channels, config.rows),
                               pads=pads, pad_value=pad_values.pop() if pad_values else 0,
                               live=range(first, last + 1))
@@ -448,11 +431,21 @@ class _Lowering:
             return not layer.output.channel_major and not self.packs_taps(layer, on_chip)
         return isinstance(layer, MaxPool)
 
-    def border_loads(self, layout: OnChipLayout) -> list[Instruction]:
-        if not any(layout.pads):
-            return []
+    def fill_before_first_write(self, step: Step, layout: OnChipLayout | None, *, group: int,
+                                image: int, filled: set):
+        """Adds to ``step`` (which writes into plane (``group``, ``image``) of ``layout``, an
+        activation kept on chip) the LOAD that fills the plane's borders first, unless an
+        earlier step did."""
+        if layout is None or not any(layout.pads) or (group, image) in filled:
+            return
+        filled.add((group, image))
+        if not step.loads:
+            step.reuses = None  # the plane is no earlier step's buffer
         fill = self.image.constant(np.full(self.config.rows, layout.pad_value, np.int8))
-        return layout.border_loads(dram_addr=fill, lanes=self.config.rows)
+        # First: the step's accumulator LOADs (parameters) wait for a gap in the array's
+        # writes, which comes only at the end of the step before; nothing should queue behind.
+        step.loads.insert(0, layout.plane_fill(group=group, image=image, dram_addr=fill,
+                                               lanes=self.config.rows))
 
     # Convolution ------------------------------------------------------------------------------
     def conv(self, layer: Conv) -> list[Step]:
@@ -581,6 +574,7 @@ class _Lowering:
         x_zp = layer.input.quant.stored_zero_point
         steps: list[Step] = []
         resident_loaded: set[tuple[int, int]] = set()
+        filled: set[tuple[int, int]] = set()  # planes of dst with their borders
         outputs = tiles_done = 0
         for image_index in range(n):
             for oy0, rows in _spans(oh, th):
@@ -687,10 +681,11 @@ class _Lowering:
                                     input_loads=input_loads, param_loads=param_loads)
                             else:
                                 steps.append(step)
+                            if p == len(k_parts[j]) - 1:
+                                self.fill_before_first_write(steps[-1], dst, group=j * c // r,
+                                                             image=image_index, filled=filled)
                         outputs += 1
                     tiles_done += 1
-        if dst:
-            _add_side_loads(steps, self.border_loads(dst))
         return steps
 
     def conv_tap_packed(self, layer: Conv) -> list[Step]:
@@ -878,6 +873,7 @@ class _Lowering:
         y_addr = None if dst else self.address(layer.output)
         taps = [(ky, kx) for ky in range(kh) for kx in range(kw)]
         steps = []
+        filled: set[tuple[int, int]] = set()  # planes of dst with their borders
         for image_index in range(n):
             for oy0, rows in _spans(oh, th):
                 ygeo = _window(oy0, rows, stride=sh, kernel=kh, pad=pt, size=h)
@@ -930,9 +926,9 @@ class _Lowering:
                                 dram_addr=y_addr + ((image_index * oh + oy0) * ow + ox0)
                                 * channels + c0, rows=rows, cols=cols, elem_len=lanes,
                                 dram_row_stride=ow * channels, dram_elem_stride=channels))
+                        self.fill_before_first_write(step, dst, group=c0 // r, image=image_index,
+                                                     filled=filled)
                         steps.append(step)
-        if dst:
-            _add_side_loads(steps, self.border_loads(dst))
         return steps
 
     # Elementwise add ----------------------------------------------------------------------------

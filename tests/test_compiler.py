@@ -233,12 +233,13 @@ def test_a_layer_too_large_is_refused_clearly():
 
 
 def test_bench_cnn_reports_every_case_with_its_bounds(tmp_path):
-    from sw.bench_cnn import ConvCase, bench_cnn, plot_utilisation
+    from sw.bench_cnn import ConvCase, bench_cnn, mobilenet_blocks, plot_utilisation
 
     cases = (ConvCase("3x3", 8, 10, 8, 3), ConvCase("dw", 8, 9, 8, 3, depthwise=True),
              ConvCase("stem", 3, 15, 8, 7, stride=2))
     lines = []
-    summary = bench_cnn(get_config("tiny"), backend="golden", cases=cases, out=lines.append)
+    summary = bench_cnn(get_config("tiny"), backend="golden", cases=cases,
+                        chain=mobilenet_blocks("blocks", 5, 8), out=lines.append)
     assert summary["config"] == "tiny" and 0 < summary["utilisation"] <= 1
     assert [case["name"] for case in summary["cases"]] == ["3x3", "dw", "stem"]
     for case in summary["cases"]:
@@ -246,6 +247,11 @@ def test_bench_cnn_reports_every_case_with_its_bounds(tmp_path):
         assert case["cycles"] >= case["bound_cycles"] > 0
         assert case["utilisation"] == pytest.approx(case["macs"] / (16 * case["cycles"]))
     assert summary["cases"][0]["macs"] == 10 * 10 * 8 * 8 * 9
+    chain = summary["chain"]  # 5x5x8 activations: all three between the four layers fit on chip
+    assert chain["on_chip"]["activations_on_chip"] == ["dw0_out", "pw1_out", "dw2_out"]
+    assert chain["dram"]["activations_on_chip"] == []
+    # Not written and read back: at least the three activations' stores (5 x 5 x 8 bytes each)
+    assert chain["dram"]["dram_bytes"] - chain["on_chip"]["dram_bytes"] >= 3 * 5 * 5 * 8
     plot_utilisation(summary, tmp_path / "cnn.png", pes=16)
     assert (tmp_path / "cnn.png").stat().st_size > 10_000
 
