@@ -337,3 +337,15 @@ def test_activations_that_do_not_fit_go_through_dram():
         y, _, compiled = run_network(network, "tiny", codes=codes)
         assert list(compiled.on_chip) == on_chip
         np.testing.assert_array_equal(y, expected_chain([first, wide], codes, requant="fp32"))
+
+
+def test_chained_layers_on_the_rtl_match_golden():
+    rng = np.random.default_rng(13)
+    network, layers = chain_network(rng, dtype=np.int8)
+    codes = random_codes(rng, network.input.quant, network.input.onnx_shape)
+    y_rtl, rtl, compiled = run_network(network, "tiny", backend="rtl", codes=codes)
+    y_golden, golden, _ = run_network(network, "tiny", codes=codes)
+    assert len(compiled.on_chip) == 4
+    np.testing.assert_array_equal(y_rtl, y_golden)
+    np.testing.assert_array_equal(y_rtl, expected_chain(layers, codes, requant="fp32"))
+    assert [x.array_macs for x in rtl.layers] == [x.array_macs for x in golden.layers]
