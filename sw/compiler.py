@@ -23,6 +23,10 @@ A dense layer is a 1x1 convolution over the rows of its input; average pooling i
 convolution with a kernel of ones. A layer with few input channels (an RGB stem) packs its kernel
 taps into lanes instead (:meth:`_Lowering.conv_tap_packed`).
 
+Activations that fit stay in the scratchpad between layers (:func:`plan_on_chip`,
+:class:`OnChipLayout`): the writer requantises straight into a padded layout its readers walk
+like a loaded input tile, so neither a STORE nor a LOAD moves them.
+
 The compiled model lays out its DRAM image (constants, activations, programs) from offset 0;
 :meth:`CompiledModel.load` places it at the address the device allocates and relocates the
 programs' DRAM addresses.
@@ -54,8 +58,8 @@ from .graph import (
     layer_tensors,
 )
 
-__all__ = ["REQUANT_MODES", "CompileError", "Step", "pipeline", "DramImage", "CompiledLayer",
-           "CompiledModel", "compile_network", "layer_bounds"]
+__all__ = ["REQUANT_MODES", "CompileError", "Step", "pipeline", "DramImage", "OnChipLayout",
+           "plan_on_chip", "CompiledLayer", "CompiledModel", "compile_network", "layer_bounds"]
 
 REQUANT_MODES = ("fp32", "fixed")
 MAX_COUNT = 1023          # 10-bit counts (LOAD rows/cols, walk counts)
