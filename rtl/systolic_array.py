@@ -1,6 +1,6 @@
 """The weight-stationary systolic array: R x C processing elements with skew and de-skew."""
 
-from amaranth import Module, Signal, signed
+from amaranth import Module, Mux, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -56,19 +56,20 @@ class SystolicArray(wiring.Component):
             self.weights.ready.eq(1),
         ]
 
+        # A beat shifts the bank it names; each bank is a shift chain of its own.
+        shift = Signal(2)
+        m.d.comb += shift.eq(Mux(self.weights.payload.bank, 0b10, 0b01)
+                             & self.weights.valid.replicate(2))
         pes = [[ProcessingElement() for _ in range(cols)] for _ in range(rows)]
         for k in range(rows):
             for c in range(cols):
                 m.submodules[f"pe_{k}_{c}"] = pe = pes[k][c]
-                m.d.comb += [
-                    pe.en.eq(en),
-                    pe.w_shift.eq(self.weights.valid),
-                    pe.w_bank.eq(self.weights.payload.bank),
-                ]
-                if c + 1 < cols:
-                    m.d.comb += pe.w_in.eq(pes[k][c + 1].w_out)
-                else:
-                    m.d.comb += pe.w_in.eq(self.weights.payload.values[k])
+                m.d.comb += [pe.en.eq(en), pe.w_shift.eq(shift)]
+                for bank in range(2):
+                    if c + 1 < cols:
+                        m.d.comb += pe.w_in[bank].eq(pes[k][c + 1].w_out[bank])
+                    else:
+                        m.d.comb += pe.w_in[bank].eq(self.weights.payload.values[k])
                 if c > 0:
                     m.d.comb += [pe.a_in.eq(pes[k][c - 1].a_out), pe.sel_in.eq(pes[k][c - 1].sel_out)]
                 if k > 0:
