@@ -65,6 +65,12 @@ REQUANT_MODES = ("fp32", "fixed")
 MAX_COUNT = 1023          # 10-bit counts (LOAD rows/cols, walk counts)
 MAX_PAD = 15              # 4-bit LOAD padding
 ALIGNMENT = 64
+FILL_ROWS = 512           # rows an on-chip activation's border fill LOAD covers at least
+#: An activation with borders stays on chip only if its writer computes at least this many
+#: times as long (its MACs over the array's PEs) as the fill takes (about a cycle a row): a
+#: writer whose loads are the bottleneck (max pooling, depthwise) would be slowed down more
+#: than its readers gain (measured: a max pooling on digits, 44,465 -> 60,415 cycles).
+FILL_COST = 4
 
 
 class CompileError(ValueError):
@@ -222,7 +228,7 @@ class OnChipLayout:
 
     Channel group ``g`` (channels ``g * rows`` onwards, one scratchpad row per pixel) of image
     ``i`` is a plane of ``(pad_top + h + pad_bottom) x (pad_left + w + pad_right)`` rows, planes
-    group-major from ``base``. The border rows hold ``pad_value`` (the zero point for a
+    image-major from ``base``. The border rows hold ``pad_value`` (the zero point for a
     convolution, -128 for max pooling), so a reader with at most these pads walks the plane
     directly, like the padded input tile a LOAD would have made. Lanes past the tensor's
     channels in the last group are not written: a convolution's weights there are zero.
@@ -251,22 +257,31 @@ class OnChipLayout:
     def rows(self) -> int:
         return self.groups * self.n * self.plane_rows
 
+    @property
+    def flat(self) -> bool:
+        """Whether each group's pixels of all images are consecutive rows (no borders, and one
+        group or one image), as a pixelwise layer walks them."""
+        return not any(self.pads) and (self.groups == 1 or self.n == 1)
+
+    def plane(self, *, group: int, image: int) -> int:
+        """Planes are image-major: a layer writes them in this order, so one LOAD can fill the
+        borders of the next few planes it writes."""
+        return image * self.groups + group
+
     def row(self, *, group: int, image: int, y: int, x: int) -> int:
         """The row of pixel (y, x) (negative or past the edge: a border row)."""
-        return (self.base + (group * self.n + image) * self.plane_rows
+        return (self.base + self.plane(group=group, image=image) * self.plane_rows
                 + (self.pads[0] + y) * self.pitch + self.pads[1] + x)
 
-    def plane_fill(self, *, group: int, image: int, dram_addr: int,
-                   lanes: int) -> Instruction:
-        """The LOAD that fills a plane with ``pad_value`` (a broadcast of the ``lanes`` bytes at
-        ``dram_addr`` inside, padding elements around), before the first write into it: one
-        instruction per plane, where filling only the borders would take one per pixel row."""
-        pt, pl, pb, pr = self.pads
+    def fill(self, first: int, count: int, *, dram_addr: int, lanes: int) -> Instruction:
+        """The LOAD that writes ``pad_value`` (a broadcast of the ``lanes`` bytes at
+        ``dram_addr``) into every row of planes ``first .. first + count - 1``, before the
+        first write into them: their borders, and the insides the writer then overwrites.
+        Filling only the borders would take a LOAD per pixel row, about 30 cycles each."""
         return Instruction(Opcode.LOAD, mem=Memory.SCRATCHPAD,
-                           sram_addr=self.row(group=group, image=image, y=-pt, x=-pl),
-                           dram_addr=dram_addr, rows=self.h, cols=self.w, elem_len=lanes,
-                           pad_top=pt, pad_left=pl, pad_bottom=pb, pad_right=pr,
-                           pad_value=self.pad_value)
+                           sram_addr=self.base + first * self.plane_rows, dram_addr=dram_addr,
+                           rows=count * (self.pads[0] + self.h + self.pads[2]), cols=self.pitch,
+                           elem_len=lanes)
 
 
 def _reads(layer: Layer) -> list:
@@ -281,9 +296,10 @@ def plan_on_chip(network: Network, config: NpuConfig, *, walks_scratchpad,
     scratchpad for it (``walks_scratchpad(layer, on_chip)``: per-tap convolutions and max
     pooling), every layer in between does too (they keep their buffers below it), it is not the
     network's input or output or viewed by another tensor, its readers agree on the border
-    value, and while it lives the activations on chip take at most half the scratchpad (the
-    layers keep the other half for weights and buffers). Placed from the top of the scratchpad
-    down; ``excluded`` tensors stay in DRAM.
+    value, filling its borders (if it has any) is cheap next to its writer's computing
+    (``FILL_COST``), and while it lives the activations on chip take at most half the scratchpad
+    (the layers keep the other half for weights and buffers). Placed from the top of the
+    scratchpad down; ``excluded`` tensors stay in DRAM.
     """
     layers = network.layers
     viewed = {id(t.base.storage) for t in network.tensors if getattr(t, "base", None)}
@@ -316,6 +332,9 @@ def plan_on_chip(network: Network, config: NpuConfig, *, walks_scratchpad,
         layout = OnChipLayout(base=0, n=n, h=h, w=w, groups=_ceil_div(channels, config.rows),
                               pads=pads, pad_value=pad_values.pop() if pad_values else 0,
                               live=range(first, last + 1))
+        writer = layers[first]
+        if any(pads) and FILL_COST * layout.rows > _ceil_div(writer.macs, config.pes):
+            continue  # the writer's load unit would spend longer filling the borders
         live = [other for other in placed.values()
                 if other.live.start <= last and first < other.live.stop]
         base = depth - layout.rows  # the highest free place
@@ -439,17 +458,25 @@ class _Lowering:
                                 image: int, filled: set):
         """Adds to ``step`` (which writes into plane (``group``, ``image``) of ``layout``, an
         activation kept on chip) the LOAD that fills the plane's borders first, unless an
-        earlier step did."""
-        if layout is None or not any(layout.pads) or (group, image) in filled:
+        earlier step did: with it the following planes, up to about ``FILL_ROWS`` rows, so
+        that the LOAD's fixed cost is shared."""
+        if layout is None or not any(layout.pads):
             return
-        filled.add((group, image))
+        first = layout.plane(group=group, image=image)
+        if first in filled:
+            return
+        height = layout.pads[0] + layout.h + layout.pads[2]
+        count = max(1, min(MAX_COUNT // height, _ceil_div(FILL_ROWS, layout.plane_rows),
+                           layout.groups * layout.n - first))
+        count = next(i for i in range(1, count + 1) if i == count or first + i in filled)
+        filled.update(range(first, first + count))
         if not step.loads:
-            step.reuses = None  # the plane is no earlier step's buffer
-        fill = self.image.constant(np.full(self.config.rows, layout.pad_value, np.int8))
+            step.reuses = None  # the planes are no earlier step's buffers
+        constant = self.image.constant(np.full(self.config.rows, layout.pad_value, np.int8))
         # First: the step's accumulator LOADs (parameters) wait for a gap in the array's
         # writes, which comes only at the end of the step before; nothing should queue behind.
-        step.loads.insert(0, layout.plane_fill(group=group, image=image, dram_addr=fill,
-                                               lanes=self.config.rows))
+        step.loads.insert(0, layout.fill(first, count, dram_addr=constant,
+                                         lanes=self.config.rows))
 
     # Convolution ------------------------------------------------------------------------------
     def conv(self, layer: Conv) -> list[Step]:
@@ -465,7 +492,7 @@ class _Lowering:
         src, dst = self.on_chip.get(id(layer.input)), self.on_chip.get(id(layer.output))
         depth = self.scratchpad_rows
         if ((kh, kw, sh, sw, pt, pl, pb, pr) == (1, 1, 1, 1, 0, 0, 0, 0)
-                and not any(src.pads if src else ()) and not any(dst.pads if dst else ())):
+                and all(layout.flat for layout in (src, dst) if layout)):
             n, h, w, oh, ow = 1, 1, n * h * w, 1, n * h * w  # pixelwise: one long row
         if max(layer.pads) > MAX_PAD:
             raise CompileError(f"{layer.name}: padding above {MAX_PAD} is not supported, "
