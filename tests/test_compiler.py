@@ -329,14 +329,15 @@ def test_activations_that_do_not_fit_go_through_dram():
     codes = random_codes(rng, network.input.quant, network.input.onnx_shape)
     y, _, _ = run_network(network, "tiny", codes=codes)
     np.testing.assert_array_equal(y, expected_chain(layers, codes, requant="fp32"))
-    # An 11x11 kernel on a 2x2 image: with the 1x1 convolution's output on chip (12 x 12
+    # An 11x11 kernel on a 2x2 image: with the first convolution's output on chip (12 x 12
     # rows), its weight tiles (121 x 4 rows) fit neither resident in half of the rest nor
     # streamed (two blocks); it is compiled again with that activation in DRAM. With a 3x3
-    # kernel it stays on chip.
-    x = nchw_tensor("x", 1, 4, 2, 2, Quantization(np.float32(0.02), 3, np.int8))
+    # kernel it stays on chip. (The first convolution has 128 input channels: it computes long
+    # enough for the border fill, FILL_COST.)
+    x = nchw_tensor("x", 1, 128, 2, 2, Quantization(np.float32(0.02), 3, np.int8))
     codes = random_codes(rng, x.quant, x.onnx_shape)
     for kernel, on_chip in ((3, ["first_out"]), (11, [])):
-        first = conv_layer(rng, x, name="first", cout=4, kernel=1, stride=1, pads=(0, 0, 0, 0))
+        first = conv_layer(rng, x, name="first", cout=4, kernel=3, stride=1, pads=(1, 1, 1, 1))
         wide = conv_layer(rng, first.output, name="wide", cout=4, kernel=kernel, stride=1,
                           pads=(kernel // 2,) * 4)
         network = Network(x, wide.output, [first, wide])
