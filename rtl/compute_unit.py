@@ -13,25 +13,35 @@ while the current one's inputs stream (double-buffered weights):
   flag and its bank to the array's output, where the row goes to the accumulator's
   ``accumulate`` stream. The instruction is done (``done``) when its last row is written.
 
-VECTOR waits until every MATMUL result is in the accumulator, then runs on the vector unit (which
-has two scratchpad read ports of its own, ``vector_spad_a`` and ``vector_spad_b``; the NPU may
-share them with the matmul stages' ``spad_read0`` and ``spad_read1``, which are never busy at once).
-MATMULs after a VECTOR start while it runs (a convolution's next output tile computes while the
-previous one is requantised), unless they touch rows it reads or writes: the vector unit's
-``footprint`` (accumulator operand and parameter rows, scratchpad output rows) against the
-MATMUL's accumulator rows, input rows and weight rows, or it reads the scratchpad (ADD, MAX, which
-may share the scratchpad read ports with the matmul stages). Such a MATMUL waits in the check
-stage until the VECTOR is done. A second VECTOR waits for the first.
-``done`` carries the instruction index and error code of every instruction, in program order: a
-running VECTOR reports before every MATMUL that started after it.
+VECTOR runs on the vector unit (which has two scratchpad read ports of its own,
+``vector_spad_a`` and ``vector_spad_b``; the NPU may share them with the matmul stages'
+``spad_read0`` and ``spad_read1``, which are never busy at once). The unit takes a VECTOR as soon
+as the weights stage is free, while older MATMULs are still in flight, and holds it in its check
+stage (``start`` low) until every row of every older MATMUL is in the accumulator and readable
+(``_ACCUMULATOR_SETTLE``): all the rows, not only those it touches, so that it never reads a row
+an older MATMUL is still summing and never overwrites an input row an older MATMUL has yet to
+read. MATMULs after a VECTOR start while it waits or runs (a convolution's next n-tile computes
+while the previous one's rows drain and are requantised, so the array does not drain before each
+VECTOR), unless they touch rows it reads or writes: the vector unit's ``footprint`` (accumulator
+operand and parameter rows, scratchpad output rows) against the MATMUL's accumulator rows, input
+rows and weight rows, or it reads the scratchpad (ADD, MAX, which may share the scratchpad read
+ports with the matmul stages; no MATMUL passes these, so they start on an empty pipeline, as
+before). Such a MATMUL waits in the check stage until the VECTOR is done. A second VECTOR waits
+for the first.
+``done`` carries the instruction index and error code of every instruction, in program order: the
+MATMULs older than a VECTOR report before it (its done waits for them), the younger ones after
+it (their dones wait in a FIFO while it is taken, ``OUTSTANDING - 1`` deep, so that they do not
+hold up the array's output).
 
 ``vector_domain`` names the clock domain the vector unit runs in (``sync`` unless the NPU gates
 its clock, see :class:`~rtl.npu.Npu`); ``vector_enable`` is high in every cycle the unit has work:
-a VECTOR offered to it or running, from the command handshake to the done handshake (the unit
-drains its pipelines before it reports done).
+a VECTOR offered to it, waiting or running, from the command handshake to the done handshake (the
+unit drains its pipelines before it reports done). ``vector_busy`` is high while one runs (not
+while it waits).
 
 ``flush`` (after an error elsewhere) stops issuing: the weights and input stages drop their
-instructions at once; rows already in the array and a running VECTOR complete. ``idle`` is high
+instructions at once; rows already in the array complete, and so does a VECTOR already taken (a
+waiting one starts once those rows are in the accumulator). ``idle`` is high
 when nothing is in flight.
 """
 
@@ -48,12 +58,17 @@ from .ports import ReadPortSignature, WritePortSignature
 from .systolic_array import SystolicArray
 from .vector_unit import VectorUnit
 
-__all__ = ["ComputeUnit", "compute_command_layout", "compute_done_layout", "INDEX_BITS"]
+__all__ = ["ComputeUnit", "compute_command_layout", "compute_done_layout", "INDEX_BITS",
+           "OUTSTANDING"]
 
 #: Width of an instruction index (PROGRAM_LENGTH is a 32-bit register).
 INDEX_BITS = 32
 #: Cycles between the last accumulate handshake and its row being readable (write-back + read).
 _ACCUMULATOR_SETTLE = 2
+#: Instructions the NPU lets the unit hold between command and done (its FIFO of token pushes).
+#: The dones of the MATMULs younger than a VECTOR that finish before it wait in a FIFO of
+#: ``OUTSTANDING - 1``, so that they never hold up the array.
+OUTSTANDING = 8
 
 
 def compute_command_layout() -> data.StructLayout:
@@ -113,10 +128,11 @@ class ComputeUnit(wiring.Component):
         m.submodules.tags = tags = fifo.SyncFIFO(width=tag_layout.size, depth=rows + cols + 4)
         in_flight = [Signal(range(rows + cols + 5), name=f"in_flight_bank{b}") for b in range(2)]
 
-        # Done sources: the matmul output side (a one-entry register), the weights stage's check
-        # errors and the vector unit. The last two only report once the matmul pipeline is empty.
-        matmul_done = Signal(compute_done_layout())
-        matmul_done_valid = Signal()
+        # Done sources: the matmul output side (a FIFO of instruction indices: the dones of
+        # MATMULs younger than a VECTOR wait there until it reports), the weights stage's check
+        # errors and the vector unit (``stage_done``, one register).
+        m.submodules.matmul_dones = matmul_dones = fifo.SyncFIFO(width=INDEX_BITS,
+                                                                 depth=OUTSTANDING - 1)
         stage_done = Signal(compute_done_layout())
         stage_done_valid = Signal()
 
@@ -174,16 +190,32 @@ class ComputeUnit(wiring.Component):
                                             footprint.spad_first, footprint.spad_end)))
 
         settle = Signal(range(_ACCUMULATOR_SETTLE + 1))
+        settle_next = Signal.like(settle)
         pipeline_empty = Signal()
-        m.d.comb += pipeline_empty.eq(~i_busy & (tags.level == 0) & ~matmul_done_valid
+        m.d.comb += pipeline_empty.eq(~i_busy & (tags.level == 0) & ~matmul_dones.r_rdy
                                       & (settle == 0))
-        with m.If(tags.level != 0):
-            m.d.sync += settle.eq(_ACCUMULATOR_SETTLE)
-        with m.Elif(settle != 0):
-            m.d.sync += settle.eq(settle - 1)
+        m.d.comb += settle_next.eq(Mux(tags.level != 0, _ACCUMULATOR_SETTLE,
+                                       Mux(settle != 0, settle - 1, 0)))
+        m.d.sync += settle.eq(settle_next)
 
+        # The VECTOR: taken (``vector_active``), it waits in the vector unit's check stage
+        # (``vector_waiting``) until every MATMUL row older than it is in the accumulator: the
+        # rest of the input stage's instruction when it was taken (``older_busy``), the rows in
+        # the array then and since from that instruction (``older_rows``; rows leave in order),
+        # and the settle after the last of them (``older_settle``). Younger MATMULs pass it
+        # meanwhile if they do not touch its rows (the check stage, below).
         vector_active = Signal()
+        vector_waiting = Signal()
         vector_index = Signal(INDEX_BITS)
+        older_busy = Signal()
+        older_rows = Signal(range(rows + cols + 5))
+        older_settle = Signal.like(settle)
+        older_dones = Signal(range(OUTSTANDING))  # the first ones in ``matmul_dones`` are older
+        take_vector = Signal()
+        m.d.comb += vector.start.eq(vector_waiting & ~older_busy & (older_rows == 0)
+                                    & (older_settle == 0))
+        with m.If(vector.start):
+            m.d.sync += vector_waiting.eq(0)
         new_bank = ~last_bank
         bank_free = ~(i_busy & (i_bank == new_bank)) & (Mux(new_bank, in_flight[1], in_flight[0]) == 0)
 
@@ -204,11 +236,10 @@ class ComputeUnit(wiring.Component):
                         m.d.comb += self.command.ready.eq(1)
                         m.d.sync += [w_ins.eq(cmd.fields.matmul), w_index.eq(cmd.index)]
                         m.next = "CHECK"
-                    with m.Elif(pipeline_empty & ~stage_done_valid & ~vector_active):
+                    with m.Elif(~stage_done_valid & ~vector_active):
                         m.d.comb += [self.command.ready.eq(vector.command.ready),
-                                     vector.command.valid.eq(1)]
-                        with m.If(vector.command.ready):
-                            m.d.sync += [vector_index.eq(cmd.index), vector_active.eq(1)]
+                                     vector.command.valid.eq(1),
+                                     take_vector.eq(vector.command.ready)]
             with m.State("CHECK"):
                 with m.If(check != ErrorCode.NONE):
                     m.next = "REPORT"
@@ -249,9 +280,11 @@ class ComputeUnit(wiring.Component):
                     m.next = "IDLE"
                 with m.If(self.flush):  # drop the instruction
                     m.next = "IDLE"
-        # The VECTOR's done, whatever the weights stage is doing (REPORT waits for it).
-        m.d.comb += vector.done.ready.eq(~stage_done_valid)
-        with m.If(vector.done.valid & ~stage_done_valid):
+        # The VECTOR's done, whatever the weights stage is doing (REPORT waits for it), once every
+        # older MATMUL has reported.
+        vector_done_ready = ~stage_done_valid & (older_dones == 0)
+        m.d.comb += vector.done.ready.eq(vector_done_ready)
+        with m.If(vector.done.valid & vector_done_ready):
             m.d.sync += [stage_done_valid.eq(1), stage_done.index.eq(vector_index),
                          stage_done.error.eq(vector.done.payload.error), vector_active.eq(0)]
         m.d.comb += vector.command.payload.eq(cmd.fields.vector)
@@ -296,33 +329,55 @@ class ComputeUnit(wiring.Component):
         head = Signal(tag_layout)
         m.d.comb += head.eq(tags.r_data)
         retire = array.outputs.valid & array.outputs.ready
+        input_done = issue & last_input
         m.d.comb += [
-            array.outputs.ready.eq(self.accumulate.ready & ~(head.last & matmul_done_valid)),
-            self.accumulate.valid.eq(array.outputs.valid & ~(head.last & matmul_done_valid)),
+            array.outputs.ready.eq(self.accumulate.ready & ~(head.last & ~matmul_dones.w_rdy)),
+            self.accumulate.valid.eq(array.outputs.valid & ~(head.last & ~matmul_dones.w_rdy)),
             self.accumulate.payload.addr.eq(head.acc_addr),
             self.accumulate.payload.values.eq(array.outputs.payload),
             self.accumulate.payload.accumulate.eq(head.accumulate),
             tags.r_en.eq(retire),
         ]
-        with m.If(retire & head.last):
-            m.d.sync += [matmul_done_valid.eq(1), matmul_done.index.eq(head.index),
-                         matmul_done.error.eq(ErrorCode.NONE)]
+        retire_last = retire & head.last
+        m.d.comb += [matmul_dones.w_data.eq(head.index), matmul_dones.w_en.eq(retire_last)]
+        report_matmul = Signal()  # the done at the head of ``matmul_dones`` goes out
+
+        # ---- the rows older than the VECTOR (see above) --------------------------------------
+        with m.If(take_vector):
+            # Everything in flight is older; so are the dones not yet reported.
+            m.d.sync += [vector_index.eq(cmd.index), vector_active.eq(1), vector_waiting.eq(1),
+                         older_busy.eq(i_busy & ~input_done),
+                         older_rows.eq(tags.level + issue - retire),
+                         older_settle.eq(settle_next),
+                         older_dones.eq(matmul_dones.level + retire_last - report_matmul)]
+        with m.Else():
+            with m.If(input_done | self.flush):
+                m.d.sync += older_busy.eq(0)
+            m.d.sync += older_rows.eq(older_rows + (issue & older_busy)
+                                      - (retire & (older_rows != 0)))
+            with m.If(older_rows != 0):
+                m.d.sync += older_settle.eq(_ACCUMULATOR_SETTLE)
+            with m.Elif(older_settle != 0):
+                m.d.sync += older_settle.eq(older_settle - 1)
+            m.d.sync += older_dones.eq(older_dones + (retire_last & (older_rows != 0))
+                                       - (report_matmul & (older_dones != 0)))
         for bank in range(2):
             up = issue & (i_bank == bank)
             down = retire & (head.bank == bank)
             m.d.sync += in_flight[bank].eq(in_flight[bank] + up - down)
 
         # ---- done ---------------------------------------------------------------------------
-        # A stage done (a check error or a VECTOR) is set only while no MATMUL is in flight, so
-        # any matmul done is younger; and every MATMUL in flight while a VECTOR runs is younger.
+        # A check error is set only while no MATMUL is in flight, so any matmul done is younger.
+        # A VECTOR's done is set once every older MATMUL has reported (``older_dones``, the
+        # older ones at the head of ``matmul_dones``); while it is taken, only those report.
         with m.If(stage_done_valid):
             m.d.comb += [self.done.valid.eq(1), self.done.payload.eq(stage_done)]
             with m.If(self.done.ready):
                 m.d.sync += stage_done_valid.eq(0)
-        with m.Elif(matmul_done_valid & ~vector_active):
-            m.d.comb += [self.done.valid.eq(1), self.done.payload.eq(matmul_done)]
-            with m.If(self.done.ready):
-                m.d.sync += matmul_done_valid.eq(0)
+        with m.Elif(matmul_dones.r_rdy & (~vector_active | (older_dones != 0))):
+            m.d.comb += [self.done.valid.eq(1), self.done.payload.index.eq(matmul_dones.r_data),
+                         self.done.payload.error.eq(ErrorCode.NONE),
+                         report_matmul.eq(self.done.ready), matmul_dones.r_en.eq(self.done.ready)]
 
         # ---- the vector unit's ports -----------------------------------------------------------
         wiring.connect(m, wiring.flipped(self.acc_read0), vector.acc_values)
@@ -334,8 +389,9 @@ class ComputeUnit(wiring.Component):
 
         m.d.comb += [
             self.macs.eq(Mux(array.inputs.valid & array.inputs.ready, rows * cols, 0)),
-            self.vector_busy.eq(vector_active),
-            self.vector_reads_scratchpad.eq(vector_active & vector.footprint.reads_scratchpad),
+            self.vector_busy.eq(vector_active & ~vector_waiting),
+            self.vector_reads_scratchpad.eq(vector_active & ~vector_waiting
+                                            & vector.footprint.reads_scratchpad),
             self.vector_enable.eq(vector.command.valid | vector_active),
             self.idle.eq(weights_fsm.ongoing("IDLE") & pipeline_empty & ~vector_active
                          & ~stage_done_valid & ~w_beat_valid),

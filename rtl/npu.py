@@ -17,8 +17,9 @@ m_axi (write) <- DmaWriter <- StoreUnit
   first. A program that runs out without FINISH ends with ``MISSING_FINISH`` (index = length).
 - **Units and tokens**: each unit's queue head starts once the tokens it pops are there (four
   counters: load->compute, compute->load, compute->store, store->compute); its pushes happen when
-  it completes. The compute unit takes several MATMULs at once (pipelined) and reports completions
-  in order, so its pushes wait in a small FIFO.
+  it completes. The compute unit takes several instructions at once (pipelined MATMULs, MATMULs
+  passing a VECTOR) and reports completions in order, so its pushes wait in a FIFO of
+  ``OUTSTANDING`` (the most instructions it holds at once).
 - **Errors** from a unit, dispatch or the watchdog (no instruction dispatched or retired and no
   bus beat for WATCHDOG cycles: ``DEADLOCK``, at the oldest waiting instruction) stop the run: the
   first one is kept, every unit, queue and DMA engine is flushed until idle (bursts on the bus are
@@ -40,7 +41,7 @@ from .accumulator import Accumulator
 from .axi import Axi4Signature, AxiLiteSignature, connect_flat, flat_members
 from .axi_read_arbiter import AxiReadArbiter
 from .clock_gate import add_gated_domain
-from .compute_unit import INDEX_BITS, ComputeUnit
+from .compute_unit import INDEX_BITS, OUTSTANDING, ComputeUnit
 from .control_registers import ControlRegisters
 from .dma_reader import DmaReader
 from .dma_writer import DmaWriter
@@ -283,7 +284,7 @@ class Npu(wiring.Component):
         # ---- compute unit: pipelined, completions in order ---------------------------------------
         q, head = queues["compute"], heads["compute"]
         head_header = header(head)
-        m.submodules.compute_pushes = push_fifo = fifo.SyncFIFO(width=2, depth=4)
+        m.submodules.compute_pushes = push_fifo = fifo.SyncFIFO(width=2, depth=OUTSTANDING)
         compute_start = q.r_rdy & can_pop("compute", head_header) & push_fifo.w_rdy & ~flush
         stalled_on_tokens.append(q.r_rdy & ~can_pop("compute", head_header))
         waiting_index.append((q.r_rdy, head.index))

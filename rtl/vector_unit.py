@@ -2,7 +2,9 @@
 
 Structure (one instruction at a time, in this order):
 
-1. **Check** (one cycle). The instruction's static fields (funct, length, clip bounds, out_lane,
+1. **Check** (one cycle, once ``start`` is high: the unit takes a command at once, so that its
+   ``footprint`` is known, and holds it here until the compute unit lets it start). The
+   instruction's static fields (funct, length, clip bounds, out_lane,
    loop counts, ``vector_max_length`` for the row operations) give ``ILLEGAL_INSTRUCTION``; then
    the last row of each walk (``a``, ``b``, ``out``) and of the parameter sections give
    ``SRAM_OUT_OF_RANGE``, in the order the golden machine checks them. Strides are unsigned, so
@@ -32,8 +34,9 @@ function units on the elements in use) give ``ILLEGAL_INSTRUCTION``. The instruc
 its end with every write from the faulting beat on suppressed (so the row units finish their
 rows and the unit is ready for the next instruction); earlier beats of that instruction may
 already have been written. ``done`` carries one word per instruction with its error code.
-``footprint`` says, while an instruction is in progress, which SRAM rows it reads and writes, so
-that the compute unit can run independent MATMULs alongside it.
+``footprint`` says, from the cycle after the command handshake until ``done``, which SRAM rows the
+instruction reads and writes, so that the compute unit can run independent MATMULs alongside it
+(also while it waits for ``start``).
 """
 
 from amaranth import Array, C, Cat, Module, Mux, Signal, signed
@@ -83,7 +86,8 @@ def _lane_run(*, first, count, width: int):
 
 class VectorUnit(wiring.Component):
     """``command``: the fields of one VECTOR instruction; ``done``: its error code, once it has
-    finished. Memory ports: three accumulator read ports (operand, two parameter sections), two
+    finished; ``start``: the instruction may leave the check stage (it touches no memory before).
+    Memory ports: three accumulator read ports (operand, two parameter sections), two
     scratchpad read ports (operands ``a`` and ``b``) and the scratchpad write port; each must be
     the unit's own (a read port's data must hold while its ``en`` is low)."""
 
@@ -95,6 +99,7 @@ class VectorUnit(wiring.Component):
         super().__init__({
             "command": In(stream.Signature(format_layout(Opcode.VECTOR))),
             "done": Out(stream.Signature(vector_done_layout)),
+            "start": In(1),
             "footprint": Out(vector_footprint_layout),
             "acc_values": Out(ReadPortSignature(addr_width=acc_addr, row_shape=acc_row)),
             "acc_params0": Out(ReadPortSignature(addr_width=acc_addr, row_shape=acc_row)),
@@ -376,12 +381,14 @@ class VectorUnit(wiring.Component):
                     m.d.sync += [ins.eq(self.command.payload), faulted.eq(0),
                                  error.eq(ErrorCode.NONE)]
                     m.next = "CHECK"
-            with m.State("CHECK"):
+            with m.State("CHECK"):  # waits here until ``start``
                 m.d.sync += [error.eq(check_result), j.eq(0), pass_index.eq(0), outer.eq(0),
                              inner.eq(0), const_row.eq(0), const_capture.eq(0)]
                 for p in base:
                     m.d.sync += [base[p].eq(ins[f"{p}_addr"]), outer_base[p].eq(ins[f"{p}_addr"])]
-                with m.If(check_result != ErrorCode.NONE):
+                with m.If(~self.start):
+                    pass
+                with m.Elif(check_result != ErrorCode.NONE):
                     m.next = "DONE"
                 with m.Elif(has_consts):
                     m.next = "CONSTS"

@@ -730,7 +730,12 @@ class _Lowering:
         MATMUL over the output tile, so a 7x7 stem on 3 channels takes 10 MATMULs per 16
         output channels instead of 49. Weights and parameters stay resident; every output
         tile holds all its output-channel groups in the accumulator and is computed K tile by K
-        tile as its pieces arrive."""
+        tile as its pieces arrive, except the last two K tiles: those go n-tile by n-tile, each
+        n-tile's REQUANT right after its last MATMUL, so that consecutive REQUANTs are two
+        MATMULs apart. The compute unit runs the MATMULs after a REQUANT while the REQUANT waits
+        for its rows and runs, but a VECTOR waits for the previous one, and a REQUANT takes
+        about as long as a MATMUL over the same tile: one MATMUL between them would leave the
+        array idle while the next REQUANT waits."""
         cfg = self.config
         r, c = cfg.rows, cfg.cols
         n, h, w, cin = layer.input.shape
@@ -801,52 +806,73 @@ class _Lowering:
                 dram_elem_stride=sw * cin, pad_top=first[0] - oy0,
                 pad_bottom=oy0 + rows - first[0] - valid, pad_value=x_zp, **where)
 
+        def k_tile_step(k_tiles_here: list[int], *, k: int, slot: int, image: int, oy0: int,
+                        rows: int, ox0: int, cols: int) -> Step:
+            """A step with the loads of these K tiles of output tile ``k`` (in the first one
+            also their resident weights and the parameters), no computes yet."""
+            step = Step(loads=[piece_load(piece, slot=slot, image=image, oy0=oy0, rows=rows,
+                                          ox0=ox0, cols=cols)
+                               for t in k_tiles_here for piece in pieces if piece[0] == t],
+                        reuses=len(steps) - last_step[k - 2] if 0 in k_tiles_here and k >= 2
+                        else None)
+            if k == 0:
+                step.loads[:0] = [load for t in k_tiles_here for load in _load_contiguous_rows(
+                    mem=Memory.SCRATCHPAD, sram_addr=t * n_tiles * c,
+                    dram_addr=weight_offset + t * n_tiles * c * r, rows=n_tiles * c,
+                    row_bytes=r, elem_len=r)]
+                if 0 in k_tiles_here:
+                    step.loads.append(Instruction(
+                        Opcode.LOAD, mem=Memory.ACCUMULATOR, sram_addr=param_base,
+                        dram_addr=param_offset, rows=1, cols=len(params), elem_len=c,
+                        dram_elem_stride=4 * c))
+            return step
+
+        def matmul(t: int, j: int, *, slot: int, acc: int, rows: int, cols: int) -> Instruction:
+            return Instruction(
+                Opcode.MATMUL, accumulate=int(t > 0), load_weights=1,
+                weight_addr=(t * n_tiles + j) * c, outer_count=rows, inner_count=cols,
+                input_addr=slot + t * rows * cols, input_outer_stride=cols,
+                input_inner_stride=1, acc_addr=acc, acc_outer_stride=cols, acc_inner_stride=1)
+
         steps: list[Step] = []
         last_step: list[int] = []  # per output tile
         outputs = 0
         tiles = [(image, oy0, rows, ox0, cols) for image in range(n)
                  for oy0, rows in _spans(oh, th) for ox0, cols in _spans(ow, tw)]
+        # The first tile's first row and the last tile's last row are tiles of their own: the
+        # array starts after a short first load, and the last REQUANT and STORE are short.
+        image, oy0, rows, ox0, cols = tiles[0]
+        if rows > 1:
+            tiles[:1] = [(image, oy0, 1, ox0, cols), (image, oy0 + 1, rows - 1, ox0, cols)]
+        image, oy0, rows, ox0, cols = tiles[-1]
+        if rows > 1:
+            tiles[-1:] = [(image, oy0, rows - 1, ox0, cols), (image, oy0 + rows - 1, 1, ox0, cols)]
+        tail = list(range(max(0, k_tiles - 2), k_tiles))  # the K tiles done n-tile by n-tile
         for k, (image, oy0, rows, ox0, cols) in enumerate(tiles):
             slot = x_slots[k % 2]
             accs = [acc_slots[k % 2] + j * rows * cols for j in range(n_tiles)]
-            for t in range(k_tiles):
-                step = Step(loads=[piece_load(piece, slot=slot, image=image, oy0=oy0, rows=rows,
-                                              ox0=ox0, cols=cols)
-                                   for piece in pieces if piece[0] == t],
-                            reuses=len(steps) - last_step[k - 2] if t == 0 and k >= 2 else None)
-                if k == 0:  # the resident weights of this K tile, the parameters
-                    step.loads[:0] = _load_contiguous_rows(
-                        mem=Memory.SCRATCHPAD, sram_addr=t * n_tiles * c,
-                        dram_addr=weight_offset + t * n_tiles * c * r, rows=n_tiles * c,
-                        row_bytes=r, elem_len=r)
-                    if t == 0:
-                        step.loads.append(Instruction(
-                            Opcode.LOAD, mem=Memory.ACCUMULATOR, sram_addr=param_base,
-                            dram_addr=param_offset, rows=1, cols=len(params), elem_len=c,
-                            dram_elem_stride=4 * c))
-                for j in range(n_tiles):
-                    step.computes.append(Instruction(
-                        Opcode.MATMUL, accumulate=int(t > 0), load_weights=1,
-                        weight_addr=(t * n_tiles + j) * c, outer_count=rows, inner_count=cols,
-                        input_addr=slot + t * rows * cols, input_outer_stride=cols,
-                        input_inner_stride=1, acc_addr=accs[j], acc_outer_stride=cols,
-                        acc_inner_stride=1))
-                    if t == k_tiles - 1:  # the last K tile: an output step per n-tile
-                        out_buf, channels = out_slots[outputs % 2], min(c, cout - j * c)
-                        outputs += 1
-                        step.computes.append(self._requant(
-                            acc_buf=accs[j], out_buf=out_buf, rows=rows, cols=cols,
-                            channels=channels, param_addr=param_base + j * param_rows,
-                            output=layer.output, clip=layer.clip, bias=True))
-                        step.stores.append(Instruction(
-                            Opcode.STORE, mem=Memory.SCRATCHPAD, sram_addr=out_buf,
-                            dram_addr=y_addr + ((image * oh + oy0) * ow + ox0) * cout + j * c,
-                            rows=rows, cols=cols, elem_len=channels, dram_row_stride=ow * cout,
-                            dram_elem_stride=cout))
-                        steps.append(step)
-                        step = Step(reuses=None)
-                if t < k_tiles - 1:
-                    steps.append(step)
+            where = dict(k=k, slot=slot, image=image, oy0=oy0, rows=rows, ox0=ox0, cols=cols)
+            shape = dict(slot=slot, rows=rows, cols=cols)
+            for t in range(k_tiles - len(tail)):
+                step = k_tile_step([t], **where)
+                step.computes = [matmul(t, j, acc=accs[j], **shape) for j in range(n_tiles)]
+                steps.append(step)
+            step = k_tile_step(tail, **where)
+            for j in range(n_tiles):  # an output step per n-tile
+                out_buf, channels = out_slots[outputs % 2], min(c, cout - j * c)
+                outputs += 1
+                step.computes += [matmul(t, j, acc=accs[j], **shape) for t in tail]
+                step.computes.append(self._requant(
+                    acc_buf=accs[j], out_buf=out_buf, rows=rows, cols=cols,
+                    channels=channels, param_addr=param_base + j * param_rows,
+                    output=layer.output, clip=layer.clip, bias=True))
+                step.stores.append(Instruction(
+                    Opcode.STORE, mem=Memory.SCRATCHPAD, sram_addr=out_buf,
+                    dram_addr=y_addr + ((image * oh + oy0) * ow + ox0) * cout + j * c,
+                    rows=rows, cols=cols, elem_len=channels, dram_row_stride=ow * cout,
+                    dram_elem_stride=cout))
+                steps.append(step)
+                step = Step(reuses=None)
             last_step.append(len(steps) - 1)
         return steps
 

@@ -97,6 +97,8 @@ CONV_CASES = {  # config, n, cin, h, w, cout, kernel, stride, pads, groups
     "7x7_s2_packed_batch2_several_tiles": ("small", 2, 3, 40, 37, 20, 7, 2, (3, 2, 2, 3), 1),
     "5x5_s2": ("small", 2, 16, 14, 14, 16, 5, 2, (2, 2, 2, 2), 1),
     "3x3_64ch": ("default", 1, 64, 14, 14, 64, 3, 1, (1, 1, 1, 1), 1),
+    "3x3_packed_two_k_tiles": ("default", 1, 3, 9, 9, 20, 3, 1, (1, 1, 1, 1), 1),
+    "2x2_s2_packed_one_k_tile": ("default", 1, 3, 8, 8, 5, 2, 2, (0, 0, 0, 0), 1),
 }
 
 
@@ -121,7 +123,8 @@ def test_the_tiler_takes_every_path():
     (in fp32 mode; fixed mode takes the per-tap path)."""
     plans = {}
     for case in ("3x3_several_tiles", "3x3_k_split_streamed", "3x3_pad1", "7x7_s2_stem",
-                 "7x7_s2_packed_batch2_several_tiles", "grouped"):
+                 "7x7_s2_packed_batch2_several_tiles", "grouped", "3x3_packed_two_k_tiles",
+                 "2x2_s2_packed_one_k_tile"):
         config, n, cin, h, w, cout, kernel, stride, pads, groups = CONV_CASES[case]
         network, _ = conv_network(np.random.default_rng(0), n=n, cin=cin, h=h, w=w, cout=cout,
                                   kernel=kernel, stride=stride, pads=pads, groups=groups,
@@ -139,6 +142,11 @@ def test_the_tiler_takes_every_path():
     packed = plans["7x7_s2_packed_batch2_several_tiles", "fp32"]
     assert packed["k_tiles"] == 19 and packed["n_tiles"] == 3 and packed["steps"] > 30
     assert not any(plans[case, "fixed"].get("tap_packed") for case in ("3x3_pad1", "7x7_s2_stem"))
+    # no more K tiles than the two computed n-tile by n-tile before each REQUANT
+    assert plans["3x3_packed_two_k_tiles", "fp32"]["k_tiles"] == 2
+    assert plans["2x2_s2_packed_one_k_tile", "fp32"]["k_tiles"] == 1
+    assert all(plans[case, "fp32"]["tap_packed"]
+               for case in ("3x3_packed_two_k_tiles", "2x2_s2_packed_one_k_tile"))
 
 
 def test_fused_relu6_clip():

@@ -5,7 +5,10 @@ stream is applied as it is accepted). Random sequences of MATMUL (weight reloads
 banks while the previous tile streams, accumulate and overwrite, 2D walks, repeated rows) and
 VECTOR instructions are sent back to back; afterwards both memories must equal the golden
 machine's after the same program, and the done stream must list every instruction in order with
-the golden machine's error codes.
+the golden machine's error codes. A VECTOR is taken while older MATMULs are in flight and waits
+for their rows; younger MATMULs that do not touch its rows pass it: the random programs mix
+VECTORs that read the rows the MATMUL just before them writes with ones that do not, and MATMULs
+after them that touch their rows (operands, outputs) with ones that do not.
 """
 
 import cocotb
@@ -45,6 +48,7 @@ class TB(ClockedTB):
             getattr(dut, name).value = 0
         dut.accumulate__ready.value = 1
         self.dones = []
+        self.activity = []  # per cycle: (array takes an input row, a VECTOR runs)
 
     async def start(self):
         await super().start()
@@ -85,6 +89,29 @@ class TB(ClockedTB):
             if done_ready and dut.done__valid.value:
                 word = dut.done__payload.value.to_unsigned()
                 self.dones.append((word & ((1 << INDEX_BITS) - 1), ErrorCode(word >> INDEX_BITS)))
+            self.activity.append((dut.macs.value.to_unsigned() != 0, bool(dut.vector_busy.value)))
+
+    async def send(self, index: int, instruction: Instruction) -> int:
+        """Offer one command (after random idle cycles) until it is taken; cycles taken."""
+        dut = self.dut
+        payload = (index | int(instruction.opcode) << INDEX_BITS
+                   | (encode(instruction) >> HEADER_BITS) << (INDEX_BITS + OPCODE_BITS))
+        cycles = 0
+        while self.rng.random() < self.command_idle:
+            await FallingEdge(dut.clk)
+            cycles += 1
+        while True:
+            await FallingEdge(dut.clk)
+            cycles += 1
+            dut.command__valid.value = 1
+            dut.command__payload.value = payload
+            await Timer(1, unit="ns")
+            if dut.command__ready.value:
+                break
+            assert cycles < 100_000, "the unit stopped taking commands"
+        await FallingEdge(dut.clk)
+        dut.command__valid.value = 0
+        return cycles
 
     async def run(self, program: list[Instruction]) -> int:
         """Send the instructions back to back; wait for all their dones; cycles taken."""
@@ -92,22 +119,7 @@ class TB(ClockedTB):
         self.dones = []
         cycles = 0
         for index, instruction in enumerate(program):
-            payload = (index | int(instruction.opcode) << INDEX_BITS
-                       | (encode(instruction) >> HEADER_BITS) << (INDEX_BITS + OPCODE_BITS))
-            while self.rng.random() < self.command_idle:
-                await FallingEdge(dut.clk)
-                cycles += 1
-            while True:
-                await FallingEdge(dut.clk)
-                cycles += 1
-                dut.command__valid.value = 1
-                dut.command__payload.value = payload
-                await Timer(1, unit="ns")
-                if dut.command__ready.value:
-                    break
-                assert cycles < 100_000, "the unit stopped taking commands"
-            await FallingEdge(dut.clk)
-            dut.command__valid.value = 0
+            cycles += await self.send(index, instruction)
         while len(self.dones) < len(program) or not dut.idle.value:
             await FallingEdge(dut.clk)
             cycles += 1
@@ -142,14 +154,33 @@ class TB(ClockedTB):
             input_inner_stride=int(rng.integers(0, 3)), acc_addr=int(rng.integers(0, 20)),
             acc_outer_stride=int(rng.integers(0, 8)), acc_inner_stride=int(rng.integers(0, 3)))
 
-    def requant(self) -> Instruction:
+    def requant(self, **fields) -> Instruction:
         cfg = self.config
         rows = parameter_rows(cfg, np.full(cfg.cols, 0.003, np.float32))
         self.acc[PARAM_ADDR:PARAM_ADDR + len(rows)] = rows
         return Instruction(Opcode.VECTOR, funct=VectorFunct.REQUANT, mode=RequantMode.FP32,
                            outer_count=1, inner_count=4, a_addr=0, a_inner_stride=1,
                            out_addr=60, out_inner_stride=1, length=min(cfg.rows, cfg.cols),
-                           param_addr=PARAM_ADDR, clip_lo=-128, clip_hi=127)
+                           param_addr=PARAM_ADDR, clip_lo=-128, clip_hi=127).replace(**fields)
+
+    def random_requant(self) -> Instruction:
+        """A REQUANT somewhere in accumulator rows 0-39, writing scratchpad rows 40-99 (where
+        the MATMULs of ``long_matmul`` read inputs and weights, rows 0-67)."""
+        rng, cfg = self.rng, self.config
+        return self.requant(
+            outer_count=int(rng.integers(1, 3)), inner_count=int(rng.integers(1, 9)),
+            a_addr=int(rng.integers(0, 24)), a_outer_stride=int(rng.integers(0, 9)),
+            a_inner_stride=int(rng.integers(0, 2)), out_addr=int(rng.integers(40, 80)),
+            out_outer_stride=int(rng.integers(0, 9)), out_inner_stride=int(rng.integers(0, 2)),
+            length=int(rng.integers(1, cfg.cols + 1)), out_lane=int(rng.integers(0, cfg.rows)))
+
+    def long_matmul(self, *, load_weights: bool) -> Instruction:
+        """A MATMUL of up to 24 rows: accumulator rows 0-39, input and weight rows 0-67."""
+        rng = self.rng
+        return self.random_matmul(load_weights=load_weights).replace(
+            inner_count=int(rng.integers(1, 13)), input_addr=int(rng.integers(0, 40)),
+            input_inner_stride=int(rng.integers(0, 2)), acc_addr=int(rng.integers(0, 16)),
+            acc_inner_stride=int(rng.integers(0, 2)), weight_addr=int(rng.integers(0, 52)))
 
 
 @cocotb.test()
@@ -167,6 +198,67 @@ async def random_matmul_and_vector_sequences(dut):
         # A VECTOR reading rows the MATMUL before it just wrote (waits for the drain).
         program.append(tb.requant())
         await tb.check(program)
+
+
+@cocotb.test()
+async def vectors_wait_for_older_rows_and_younger_matmuls_pass(dut):
+    """Random mixes: a VECTOR right after a MATMUL that writes its operand rows (it must wait
+    for them in the accumulator), VECTORs on other rows, MATMULs after a VECTOR that overwrite
+    its operands or read or load weights from its output rows (they must wait for it) and ones
+    that do not (they pass it); random backpressure on every stream, in half the programs a
+    done stream that is mostly stalled (an older MATMUL's done still waits when the VECTOR
+    ends)."""
+    tb = TB(dut)
+    await tb.start()
+    rng = tb.rng
+    for done_stall in (0.2, 0.9) * 4:
+        tb.done_stall = done_stall
+        program = [tb.long_matmul(load_weights=True)]
+        for _ in range(15):
+            if program[-1].opcode == Opcode.MATMUL and rng.random() < 0.35:
+                vector = tb.random_requant()
+                if rng.random() < 0.6:  # reads rows the MATMUL just before it writes
+                    vector = vector.replace(a_addr=program[-1].acc_addr)
+                program.append(vector)
+            else:
+                program.append(tb.long_matmul(load_weights=rng.random() < 0.7))
+        await tb.check(program)
+
+
+@cocotb.test()
+async def matmuls_keep_the_array_busy_around_a_vector(dut):
+    """MATMUL, a VECTOR on its rows (three passes over them), two independent MATMULs, four
+    short ones: the VECTOR is taken at once and starts when the first MATMUL's rows are in the
+    accumulator, while the next MATMUL streams, so the array takes a row in every cycle from
+    the first row to the last (it used to drain before the VECTOR). The younger MATMULs end
+    before the VECTOR and report after it (their dones wait without holding up the array), the
+    first one reports before it."""
+    tb = TB(dut, write_stall=0, command_idle=0, done_stall=0)
+    await tb.start()
+    cfg = tb.config
+    length = cfg.rows + 2 * cfg.cols + 4  # the third MATMUL's weights wait for the first's rows
+    program = [
+        Instruction(Opcode.MATMUL, load_weights=1, weight_addr=0, outer_count=1,
+                    inner_count=length, input_addr=0, input_inner_stride=1, acc_addr=0,
+                    acc_inner_stride=1),
+        tb.requant(outer_count=3, inner_count=length, a_addr=0, out_addr=140 - length),
+        Instruction(Opcode.MATMUL, load_weights=1, weight_addr=length, outer_count=1,
+                    inner_count=length, input_addr=1, input_inner_stride=1, acc_addr=length,
+                    acc_inner_stride=1),
+        Instruction(Opcode.MATMUL, load_weights=1, weight_addr=2 * length, outer_count=1,
+                    inner_count=length, input_addr=2, input_inner_stride=1, acc_addr=length,
+                    acc_inner_stride=1, accumulate=1),
+    ] + [Instruction(Opcode.MATMUL, load_weights=0, outer_count=1, inner_count=3,
+                     input_addr=3 + i, input_inner_stride=1, acc_addr=2 * length + 3 * i,
+                     acc_inner_stride=1) for i in range(4)]
+    tb.activity = []
+    await tb.check(program)
+    busy = [cycle for cycle, (macs, _) in enumerate(tb.activity) if macs]
+    first, last = busy[0], busy[-1]
+    assert len(busy) == 3 * length + 12, (len(busy), 3 * length + 12)
+    assert last - first + 1 == len(busy), f"the array idled {last - first + 1 - len(busy)} cycles"
+    overlap = sum(1 for macs, vector in tb.activity if macs and vector)
+    assert overlap > length, overlap  # the VECTOR runs while the next MATMULs stream
 
 
 @cocotb.test()
@@ -203,3 +295,31 @@ async def errors_keep_program_order(dut):
         await tb.check([good, tb.random_matmul(load_weights=False), bad])
         assert tb.dones[-1] == (2, code)
     await tb.check([good, tb.requant()])
+
+
+@cocotb.test()
+async def flush_with_a_waiting_vector_ends_idle(dut):
+    """A flush (an error elsewhere) while a VECTOR waits for the rows of the MATMUL before it:
+    the MATMUL's rows not yet issued are dropped, the rows in the array and the VECTOR complete,
+    the unit goes idle and then runs the next program like the golden machine."""
+    tb = TB(dut, write_stall=0, command_idle=0, done_stall=0)
+    await tb.start()
+    cfg = tb.config
+    long = Instruction(Opcode.MATMUL, load_weights=1, weight_addr=0, outer_count=1,
+                       inner_count=4 * (cfg.rows + cfg.cols), input_addr=0, input_inner_stride=1,
+                       acc_addr=0, acc_inner_stride=1)
+    await tb.send(0, long)
+    await tb.send(1, tb.requant())
+    await tb.send(2, tb.random_matmul(load_weights=True).replace(acc_addr=40))
+    for _ in range(cfg.cols + 4):
+        await FallingEdge(dut.clk)
+    assert dut.macs.value.to_unsigned() != 0 and not dut.vector_busy.value  # it waits
+    dut.flush.value = 1
+    for _ in range(1000):
+        await FallingEdge(dut.clk)
+        if dut.idle.value:
+            break
+    assert dut.idle.value, "the unit did not go idle after the flush"
+    dut.flush.value = 0
+    await tb.check([tb.random_matmul(load_weights=True), tb.requant(),
+                    tb.random_matmul(load_weights=False)])

@@ -1,10 +1,11 @@
 """cocotb testbench of rtl.vector_unit.VectorUnit against golden.machine.
 
 The memories are numpy models behind the unit's SRAM ports (synchronous reads, the scratchpad
-write port with random backpressure). Every instruction also runs on a golden Machine holding the
-same memories; the error code must match and, for a successful instruction, the whole scratchpad.
-Instructions are random: every funct and mode, 2D walks, groups that span several rows of both
-widths, output groups starting at random lanes, random clips.
+write port with random backpressure); ``start`` is held low at random, as the compute unit does
+while older MATMUL rows are still on their way to the accumulator. Every instruction also runs on
+a golden Machine holding the same memories; the error code must match and, for a successful
+instruction, the whole scratchpad. Instructions are random: every funct and mode, 2D walks, groups
+that span several rows of both widths, output groups starting at random lanes, random clips.
 """
 
 import cocotb
@@ -34,10 +35,12 @@ PARAM_ADDR = 160
 
 
 class TB(ClockedTB):
-    def __init__(self, dut, *, write_stall=0.25, command_idle=0.3, done_stall=0.3):
+    def __init__(self, dut, *, write_stall=0.25, command_idle=0.3, done_stall=0.3,
+                 start_stall=0.3):
         super().__init__(dut)
         cfg = self.config
         self.write_stall, self.command_idle, self.done_stall = write_stall, command_idle, done_stall
+        self.start_stall = start_stall
         self.spad = self.rng.integers(-128, 128, (cfg.scratchpad_depth, cfg.rows)).astype(np.int8)
         self.acc = self.rng.integers(-(1 << 31), 1 << 31, (cfg.accumulator_depth, cfg.cols),
                                      dtype=np.int64).astype(np.int32)
@@ -45,6 +48,7 @@ class TB(ClockedTB):
         dut.command__valid.value = 0
         dut.done__ready.value = 0
         dut.spad_write__ready.value = 0
+        dut.start.value = 0
         self.writes = 0
 
     async def start(self):
@@ -62,6 +66,7 @@ class TB(ClockedTB):
                 getattr(dut, f"{port}__data").value = pack(row, width)
             ready = self.rng.random() >= self.write_stall
             dut.spad_write__ready.value = int(ready)
+            dut.start.value = int(self.rng.random() >= self.start_stall)
             await Timer(1, unit="ns")
             pending = {}
             for port in ACC_PORTS + SPAD_PORTS:
@@ -226,7 +231,7 @@ async def random_instructions_of_every_funct(dut):
 @cocotb.test()
 async def aligned_requant_runs_one_row_per_cycle(dut):
     """Equal widths, out_lane 0, no backpressure: once full, the unit writes a row every cycle."""
-    tb = TB(dut, write_stall=0, command_idle=0, done_stall=0)
+    tb = TB(dut, write_stall=0, command_idle=0, done_stall=0, start_stall=0)
     await tb.start()
     cfg = tb.config
     groups = 24
