@@ -514,9 +514,8 @@ class _Lowering:
             needed.append([k for k in range(k_chunks) if out_groups & {
                 i // per_group_in for i in range(k * r, min(cin, (k + 1) * r))}])
         # REQUANT adds the bias itself in fp32 mode (scale section, then bias section); in fixed
-        # mode the bias row is loaded into the accumulator rows (bias row, multipliers, shifts).
+        # mode the bias row is loaded into the accumulator rows first.
         fused_bias = self.mode == "fp32"
-        param_rows = 2 if fused_bias else 3
 
         # Plan: chunks per K-part, weights resident or streamed, the largest output tile.
         total_weight_rows = sum(len(ks) for ks in needed) * len(taps) * c
@@ -530,7 +529,7 @@ class _Lowering:
             hp, wp = (th - 1) * sh + kh, (tw - 1) * sw + kw
             scratch = (weights + (0 if src else 2 * x_chunks * hp * wp)
                        + (0 if dst else 2 * th * tw))
-            acc = 2 * th * tw + 2 * param_rows
+            acc = 2 * th * tw + 2 * n_tiles
             return scratch <= depth and acc <= cfg.accumulator_depth
 
         def largest_tile(part: int) -> tuple[int, int] | None:
@@ -577,13 +576,21 @@ class _Lowering:
                     packed[t, :block.shape[0], :block.shape[1]] = block
                 weight_blocks[j, p] = (tiles, self.image.constant(packed), len(tiles) * c)
         bias = quant.fold_zero_point(layer.bias, layer.weights, layer.input.quant.stored_zero_point)
-        param_offsets = []
+        # REQUANT parameters: two rows per n-tile (fp32: scales, biases; fixed: multipliers,
+        # shifts), all loaded once by the first step: a LOAD into the accumulator waits for a
+        # gap in the array's writes, which per step would hold back the next step's loads.
+        # (Fixed mode also loads a bias row into every output row of each tile.)
+        sections, bias_rows = [], []
         for j in range(n_tiles):
             channels = slice(j * c, min(cout, (j + 1) * c))
-            sections = self.requant_sections(layer.scale[channels], layer.real_multiplier[channels])
-            params = parameter_rows(cfg, *((*sections, bias[channels]) if fused_bias
-                                           else (bias[channels], *sections)))
-            param_offsets.append(self.image.constant(params.astype(np.int32)))
+            scale = self.requant_sections(layer.scale[channels], layer.real_multiplier[channels])
+            sections.append(parameter_rows(cfg, *scale, bias[channels]) if fused_bias
+                            else parameter_rows(cfg, *scale))
+            if not fused_bias:
+                bias_rows.append(self.image.constant(
+                    parameter_rows(cfg, bias[channels]).astype(np.int32)))
+        params = np.concatenate(sections).astype(np.int32)
+        params_offset = self.image.constant(params)
 
         # On-chip layout (two of each buffer).
         hp_max, wp_max = (th - 1) * sh + kh, (tw - 1) * sw + kw
@@ -592,7 +599,7 @@ class _Lowering:
         x_buffers = (weight_region, weight_region + x_size)
         out_buffers = (weight_region + 2 * x_size, weight_region + 2 * x_size + th * tw)
         acc_buffers = (0, th * tw)
-        param_buffers = (2 * th * tw, 2 * th * tw + param_rows)
+        param_base = 2 * th * tw  # n-tile j's parameters: param_base + 2 * j
         resident_rows = {}
         if resident:
             row = 0
@@ -618,7 +625,7 @@ class _Lowering:
                         pixel = x_addr + ((image_index * h + ygeo.first) * w + xgeo.first) * cin
                     tile_x_buf = x_buffers[tiles_done % 2]
                     for j in range(n_tiles):
-                        acc_buf, prm = acc_buffers[outputs % 2], param_buffers[outputs % 2]
+                        acc_buf, prm = acc_buffers[outputs % 2], param_base + 2 * j
                         for p, ks in enumerate(k_parts[j]):
                             u = len(steps)
                             weight_loads = {}  # a resident weight block, by the first step using it
@@ -655,17 +662,15 @@ class _Lowering:
                                     mem=Memory.SCRATCHPAD, sram_addr=w_base, dram_addr=offset,
                                     rows=count, row_bytes=r, elem_len=r)
                             param_loads = []
+                            if u == 0:
+                                param_loads.append(Instruction(
+                                    Opcode.LOAD, mem=Memory.ACCUMULATOR, sram_addr=param_base,
+                                    dram_addr=params_offset, rows=1, cols=len(params),
+                                    elem_len=c, dram_elem_stride=4 * c))
                             if p == 0 and not fused_bias:
                                 param_loads.append(Instruction(  # the bias row into every output row
                                     Opcode.LOAD, mem=Memory.ACCUMULATOR, sram_addr=acc_buf,
-                                    dram_addr=param_offsets[j], rows=rows, cols=cols, elem_len=c))
-                            if p == 0:
-                                first_param = 0 if fused_bias else 1  # fixed: after the bias row
-                                param_loads.append(Instruction(
-                                    Opcode.LOAD, mem=Memory.ACCUMULATOR, sram_addr=prm,
-                                    dram_addr=param_offsets[j] + 4 * c * first_param, rows=1,
-                                    cols=param_rows - first_param, elem_len=c,
-                                    dram_elem_stride=4 * c))
+                                    dram_addr=bias_rows[j], rows=rows, cols=cols, elem_len=c))
                             step.loads += param_loads
                             for t, ((ky, kx), k) in enumerate(tiles):
                                 overwrite = fused_bias and p == 0 and t == 0
