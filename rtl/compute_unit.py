@@ -30,8 +30,10 @@ before). Such a MATMUL waits in the check stage until the VECTOR is done. A seco
 for the first.
 ``done`` carries the instruction index and error code of every instruction, in program order: the
 MATMULs older than a VECTOR report before it (its done waits for them), the younger ones after
-it (their dones wait in a FIFO while it is taken, ``OUTSTANDING - 1`` deep, so that they do not
-hold up the array's output).
+it (their dones wait in a FIFO while it is taken). The unit holds at most ``OUTSTANDING``
+instructions between command and done, and that FIFO is as deep, so a finished MATMUL's done
+always has a place: the array never stalls (it has no ``ready``), and the ``accumulate`` stream
+must always be ready (the accumulator is).
 
 ``vector_domain`` names the clock domain the vector unit runs in (``sync`` unless the NPU gates
 its clock, see :class:`~rtl.npu.Npu`); ``vector_enable`` is high in every cycle the unit has work:
@@ -65,9 +67,9 @@ __all__ = ["ComputeUnit", "compute_command_layout", "compute_done_layout", "INDE
 INDEX_BITS = 32
 #: Cycles between the last accumulate handshake and its row being readable (write-back + read).
 _ACCUMULATOR_SETTLE = 2
-#: Instructions the NPU lets the unit hold between command and done (its FIFO of token pushes).
-#: The dones of the MATMULs younger than a VECTOR that finish before it wait in a FIFO of
-#: ``OUTSTANDING - 1``, so that they never hold up the array.
+#: Instructions the unit holds at most between command and done (the NPU's FIFO of token
+#: pushes is as deep). The dones of the MATMULs younger than a VECTOR that finish before it wait
+#: in a FIFO of this depth, so that they never hold up the array.
 OUTSTANDING = 8
 
 
@@ -132,7 +134,8 @@ class ComputeUnit(wiring.Component):
         # MATMULs younger than a VECTOR wait there until it reports), the weights stage's check
         # errors and the vector unit (``stage_done``, one register).
         m.submodules.matmul_dones = matmul_dones = fifo.SyncFIFO(width=INDEX_BITS,
-                                                                 depth=OUTSTANDING - 1)
+                                                                 depth=OUTSTANDING)
+        held = Signal(range(OUTSTANDING + 1))  # instructions taken whose done is still to come
         stage_done = Signal(compute_done_layout())
         stage_done_valid = Signal()
 
@@ -231,7 +234,7 @@ class ComputeUnit(wiring.Component):
         cmd = self.command.payload
         with m.FSM(name="weights") as weights_fsm:
             with m.State("IDLE"):
-                with m.If(self.command.valid & ~self.flush):
+                with m.If(self.command.valid & ~self.flush & (held != OUTSTANDING)):
                     with m.If(cmd.opcode == Opcode.MATMUL):
                         m.d.comb += self.command.ready.eq(1)
                         m.d.sync += [w_ins.eq(cmd.fields.matmul), w_index.eq(cmd.index)]
@@ -292,18 +295,16 @@ class ComputeUnit(wiring.Component):
         # ---- input stage: a read stage (the scratchpad port) in front of the array ---------
         s1_valid = Signal()
         s1_bank = Signal()
-        advance = ~s1_valid | array.inputs.ready
         m.d.comb += [array.inputs.valid.eq(s1_valid),
                      array.inputs.payload.values.eq(self.spad_read0.data),
                      array.inputs.payload.bank.eq(s1_bank)]
-        with m.If(advance):
-            m.d.sync += [s1_valid.eq(issue), s1_bank.eq(i_bank)]
+        m.d.sync += [s1_valid.eq(issue), s1_bank.eq(i_bank)]
         tag = Signal(tag_layout)
         m.d.comb += [tag.acc_addr.eq(acc_base), tag.accumulate.eq(i_ins.accumulate),
                      tag.bank.eq(i_bank), tag.last.eq(last_input), tag.index.eq(i_index),
                      tags.w_data.eq(tag), tags.w_en.eq(issue)]
-        m.d.comb += [self.spad_read0.addr.eq(input_base), self.spad_read0.en.eq(advance)]
-        m.d.comb += issue.eq(i_busy & advance & tags.w_rdy & ~self.flush)
+        m.d.comb += [self.spad_read0.addr.eq(input_base), self.spad_read0.en.eq(1)]
+        m.d.comb += issue.eq(i_busy & tags.w_rdy & ~self.flush)
         with m.If(issue):
             with m.If(inner + 1 < i_ins.inner_count):
                 m.d.sync += [inner.eq(inner + 1),
@@ -328,11 +329,10 @@ class ComputeUnit(wiring.Component):
         # ---- array output -> accumulator --------------------------------------------------
         head = Signal(tag_layout)
         m.d.comb += head.eq(tags.r_data)
-        retire = array.outputs.valid & array.outputs.ready
+        retire = array.outputs.valid
         input_done = issue & last_input
         m.d.comb += [
-            array.outputs.ready.eq(self.accumulate.ready & ~(head.last & ~matmul_dones.w_rdy)),
-            self.accumulate.valid.eq(array.outputs.valid & ~(head.last & ~matmul_dones.w_rdy)),
+            self.accumulate.valid.eq(array.outputs.valid),
             self.accumulate.payload.addr.eq(head.acc_addr),
             self.accumulate.payload.values.eq(array.outputs.payload),
             self.accumulate.payload.accumulate.eq(head.accumulate),
@@ -379,6 +379,11 @@ class ComputeUnit(wiring.Component):
                          self.done.payload.error.eq(ErrorCode.NONE),
                          report_matmul.eq(self.done.ready), matmul_dones.r_en.eq(self.done.ready)]
 
+        # Instructions held: none once the unit is idle (a flush drops some without a done).
+        taken = self.command.valid & self.command.ready
+        reported = self.done.valid & self.done.ready
+        m.d.sync += held.eq(Mux(self.idle, 0, held - reported) + taken)
+
         # ---- the vector unit's ports -----------------------------------------------------------
         wiring.connect(m, wiring.flipped(self.acc_read0), vector.acc_values)
         wiring.connect(m, wiring.flipped(self.acc_read1), vector.acc_params0)
@@ -388,7 +393,7 @@ class ComputeUnit(wiring.Component):
         wiring.connect(m, wiring.flipped(self.vector_spad_b), vector.spad_b)
 
         m.d.comb += [
-            self.macs.eq(Mux(array.inputs.valid & array.inputs.ready, rows * cols, 0)),
+            self.macs.eq(Mux(array.inputs.valid, rows * cols, 0)),
             self.vector_busy.eq(vector_active & ~vector_waiting),
             self.vector_reads_scratchpad.eq(vector_active & ~vector_waiting
                                             & vector.footprint.reads_scratchpad),

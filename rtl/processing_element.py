@@ -15,13 +15,12 @@ class ProcessingElement(wiring.Component):
     ``w_shift[b]`` moves ``w_in[b]`` into bank ``b`` and its old value out on ``w_out[b]``,
     towards the neighbour, so that no multiplexer picks the outgoing weight in every cycle (in a
     Verilator model that multiplexer was about 4 % of the NPU's time). Activations move one PE
-    right per cycle, partial sums one PE down; every register holds when ``en`` is low.
+    right per cycle, partial sums one PE down, in every cycle (the array never stalls).
 
     Timing: an activation at ``a_in`` in cycle t contributes to ``psum_out`` in cycle t + 2,
     which is when the PE below receives the activation that entered its row one cycle later.
     """
 
-    en: In(1)
     a_in: In(signed(8))
     sel_in: In(1)
     a_out: Out(signed(8))
@@ -46,13 +45,12 @@ class ProcessingElement(wiring.Component):
         m.d.comb += weight.eq(banks[0])
         with m.If(self.sel_in):
             m.d.comb += weight.eq(banks[1])
-        with m.If(self.en):
-            m.d.sync += [
-                a_out.eq(self.a_in),
-                sel_out.eq(self.sel_in),
-                product.eq(self.a_in * weight),
-                psum_out.eq(self.psum_in + product),
-            ]
+        m.d.sync += [
+            a_out.eq(self.a_in),
+            sel_out.eq(self.sel_in),
+            product.eq(self.a_in * weight),
+            psum_out.eq(self.psum_in + product),
+        ]
         for bank in range(2):
             with m.If(self.w_shift[bank]):
                 m.d.sync += banks[bank].eq(self.w_in[bank])
