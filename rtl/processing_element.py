@@ -10,8 +10,9 @@ __all__ = ["ProcessingElement"]
 class ProcessingElement(wiring.Component):
     """psum_out = psum_in + a * w[bank], with the product registered before the adder.
 
-    Two weight banks: the array computes with the bank each input carries (``sel``) while the
-    other bank shifts in the next tile's weights. Each bank is a shift chain of its own:
+    Two weight banks: the array computes with the bank the input in this PE carries
+    (``sel_in``, from the array: the same for every PE of an anti-diagonal) while the other
+    bank shifts in the next tile's weights. Each bank is a shift chain of its own:
     ``w_shift[b]`` moves ``w_in[b]`` into bank ``b`` and its old value out on ``w_out[b]``,
     towards the neighbour, so that no multiplexer picks the outgoing weight in every cycle (in a
     Verilator model that multiplexer was about 4 % of the NPU's time). Activations move one PE
@@ -24,7 +25,6 @@ class ProcessingElement(wiring.Component):
     a_in: In(signed(8))
     sel_in: In(1)
     a_out: Out(signed(8))
-    sel_out: Out(1)
     psum_in: In(signed(32))
     psum_out: Out(signed(32))
     w_shift: In(2)
@@ -37,9 +37,8 @@ class ProcessingElement(wiring.Component):
         # The datapath registers have no reset: the array's valid chain says when they count.
         product = Signal(signed(16), reset_less=True)
         a_out = Signal(signed(8), reset_less=True)
-        sel_out = Signal(reset_less=True)
         psum_out = Signal(signed(32), reset_less=True)
-        m.d.comb += [self.a_out.eq(a_out), self.sel_out.eq(sel_out), self.psum_out.eq(psum_out)]
+        m.d.comb += [self.a_out.eq(a_out), self.psum_out.eq(psum_out)]
         weight = Signal(signed(8))
 
         m.d.comb += weight.eq(banks[0])
@@ -47,7 +46,6 @@ class ProcessingElement(wiring.Component):
             m.d.comb += weight.eq(banks[1])
         m.d.sync += [
             a_out.eq(self.a_in),
-            sel_out.eq(self.sel_in),
             product.eq(self.a_in * weight),
             psum_out.eq(self.psum_in + product),
         ]

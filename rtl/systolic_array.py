@@ -74,19 +74,30 @@ class SystolicArray(wiring.Component):
                     else:
                         m.d.comb += pe.w_in[bank].eq(self.weights.payload.values[k])
                 if c > 0:
-                    m.d.comb += [pe.a_in.eq(pes[k][c - 1].a_out), pe.sel_in.eq(pes[k][c - 1].sel_out)]
+                    m.d.comb += pe.a_in.eq(pes[k][c - 1].a_out)
                 if k > 0:
                     m.d.comb += pe.psum_in.eq(pes[k - 1][c].psum_out)
 
+        # Bank select: an input vector reaches PE (k, c) k + c cycles after it enters, so every
+        # PE of an anti-diagonal computes with the same bank: one register per anti-diagonal
+        # (not one per PE and skew stage: fewer registers for Verilator to move every cycle).
+        diagonal = [self.inputs.payload.bank]
+        for d in range(1, rows + cols - 1):
+            delayed = Signal(name=f"bank_diagonal_{d}", reset_less=True)
+            m.d.sync += delayed.eq(diagonal[-1])
+            diagonal.append(delayed)
+        for k in range(rows):
+            for c in range(cols):
+                m.d.comb += pes[k][c].sel_in.eq(diagonal[k + c])
+
         # Input skew: row k enters k cycles late.
         for k in range(rows):
-            value, bank = self.inputs.payload.values[k], self.inputs.payload.bank
+            value = self.inputs.payload.values[k]
             for stage in range(k):
                 delayed_value = Signal(signed(8), name=f"skew_{k}_{stage}", reset_less=True)
-                delayed_bank = Signal(name=f"skew_bank_{k}_{stage}", reset_less=True)
-                m.d.sync += [delayed_value.eq(value), delayed_bank.eq(bank)]
-                value, bank = delayed_value, delayed_bank
-            m.d.comb += [pes[k][0].a_in.eq(value), pes[k][0].sel_in.eq(bank)]
+                m.d.sync += delayed_value.eq(value)
+                value = delayed_value
+            m.d.comb += pes[k][0].a_in.eq(value)
 
         # Output de-skew: column c leaves the array c cycles after column 0; delay it cols-1-c.
         for c in range(cols):
