@@ -141,14 +141,18 @@ def pipeline(steps: list[Step]) -> list[Instruction]:
     # The loads of each step with loads are queued over the steps since the previous one, in
     # even parts: units take instructions in program order from queues of queue_depth, so a
     # long run of LOADs waiting for a token would hold back the computes behind it.
+    # They start after the compute their first LOAD waits for: queued before it, behind that
+    # LOAD, they would fill the load queue and stop fetch before that compute (a deadlock).
     queued_before: list[list[Instruction]] = [[] for _ in range(count)]
     loading = [u for u in range(count) if steps[u].loads]
     queued_before[0] += steps[0].loads
     for previous, u in zip(loading, loading[1:], strict=False):
-        loads, parts = steps[u].loads, u - previous
+        reuses = steps[u].reuses
+        first = previous if reuses is None else min(max(previous, u - reuses + 1), u - 1)
+        loads, parts = steps[u].loads, u - first
         for i in range(parts):
-            queued_before[previous + i] += loads[len(loads) * i // parts:
-                                                 len(loads) * (i + 1) // parts]
+            queued_before[first + i] += loads[len(loads) * i // parts:
+                                              len(loads) * (i + 1) // parts]
     program: list[Instruction] = []
     for u in range(count):
         program += queued_before[u] + steps[u].computes + steps[u].stores

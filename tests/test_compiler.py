@@ -364,3 +364,17 @@ def test_chained_layers_on_the_rtl_match_golden():
     np.testing.assert_array_equal(y_rtl, y_golden)
     np.testing.assert_array_equal(y_rtl, expected_chain(layers, codes, requant="fp32"))
     assert [x.array_macs for x in rtl.layers] == [x.array_macs for x in golden.layers]
+
+
+def test_loads_far_ahead_of_their_step_do_not_deadlock_the_rtl():
+    """A depthwise layer with 12 channel chunks on `tiny`: a tile's input LOADs belong to a step
+    12 steps after the one before that loads. Spread over those steps, ahead of the compute
+    their first LOAD waits for, they filled the load queue and stopped fetch before it (the RTL
+    deadlocked; the golden machine, without queue limits, did not)."""
+    rng = np.random.default_rng(3)
+    network, layer = conv_network(rng, n=1, cin=48, h=20, w=20, cout=48, kernel=3, stride=1,
+                                  pads=(1, 1, 1, 1), groups=48, dtype=np.uint8)
+    codes = random_codes(rng, layer.input.quant, layer.input.onnx_shape)
+    y, _, compiled = run_network(network, "tiny", backend="rtl", codes=codes)
+    assert compiled.layers[0].plan["n_tiles"] == 12
+    np.testing.assert_array_equal(y, expected_conv(layer, codes, requant="fp32"))
