@@ -580,21 +580,12 @@ class _Lowering:
                     packed[t, :block.shape[0], :block.shape[1]] = block
                 weight_blocks[j, p] = (tiles, self.image.constant(packed), len(tiles) * c)
         bias = quant.fold_zero_point(layer.bias, layer.weights, layer.input.quant.stored_zero_point)
-        # REQUANT parameters: two rows per n-tile (fp32: scales, biases; fixed: multipliers,
-        # shifts), all loaded once by the first step: a LOAD into the accumulator waits for a
-        # gap in the array's writes, which per step would hold back the next step's loads.
-        # (Fixed mode also loads a bias row into every output row of each tile.)
-        sections, bias_rows = [], []
-        for j in range(n_tiles):
-            channels = slice(j * c, min(cout, (j + 1) * c))
-            scale = self.requant_sections(layer.scale[channels], layer.real_multiplier[channels])
-            sections.append(parameter_rows(cfg, *scale, bias[channels]) if fused_bias
-                            else parameter_rows(cfg, *scale))
-            if not fused_bias:
-                bias_rows.append(self.image.constant(
-                    parameter_rows(cfg, bias[channels]).astype(np.int32)))
-        params = np.concatenate(sections).astype(np.int32)
-        params_offset = self.image.constant(params)
+        # REQUANT parameters, all loaded once by the first step (:meth:`requant_parameters`);
+        # fixed mode also loads a bias row into every output row of each tile.
+        params, params_load = self.requant_parameters(layer, n_tiles=n_tiles)
+        bias_rows = [] if fused_bias else [
+            self.image.constant(parameter_rows(cfg, bias[j * c:(j + 1) * c]).astype(np.int32))
+            for j in range(n_tiles)]
 
         # On-chip layout (two of each buffer).
         hp_max, wp_max = (th - 1) * sh + kh, (tw - 1) * sw + kw
@@ -616,7 +607,7 @@ class _Lowering:
         x_zp = layer.input.quant.stored_zero_point
         steps: list[Step] = []
         resident_loaded: set[tuple[int, int]] = set()
-        filled: set[tuple[int, int]] = set()  # planes of dst with their borders
+        filled: set[int] = set()  # planes of dst whose borders are filled
         outputs = tiles_done = 0
         for image_index in range(n):
             for oy0, rows in _spans(oh, th):
@@ -667,10 +658,7 @@ class _Lowering:
                                     rows=count, row_bytes=r, elem_len=r)
                             param_loads = []
                             if u == 0:
-                                param_loads.append(Instruction(
-                                    Opcode.LOAD, mem=Memory.ACCUMULATOR, sram_addr=param_base,
-                                    dram_addr=params_offset, rows=1, cols=len(params),
-                                    elem_len=c, dram_elem_stride=4 * c))
+                                param_loads.append(params_load.replace(sram_addr=param_base))
                             if p == 0 and not fused_bias:
                                 param_loads.append(Instruction(  # the bias row into every output row
                                     Opcode.LOAD, mem=Memory.ACCUMULATOR, sram_addr=acc_buf,
@@ -767,11 +755,7 @@ class _Lowering:
         flat[:cout, :kh * segment] = layer.weights.transpose(0, 2, 3, 1).reshape(cout, -1)
         packed = flat.reshape(n_tiles, c, k_tiles, r).transpose(2, 0, 1, 3)
         weight_offset = self.image.constant(packed)
-        bias = quant.fold_zero_point(layer.bias, layer.weights, layer.input.quant.stored_zero_point)
-        params = np.concatenate([parameter_rows(cfg, *self.requant_sections(
-            layer.scale[j * c:(j + 1) * c], layer.real_multiplier[j * c:(j + 1) * c]),
-            bias[j * c:(j + 1) * c]) for j in range(n_tiles)])
-        param_offset = self.image.constant(params.astype(np.int32))
+        params, params_load = self.requant_parameters(layer, n_tiles=n_tiles)
         param_rows = params.shape[0] // n_tiles
 
         # Tiles of rows x cols output pixels, each accumulating all its n-tiles at once (so
@@ -830,10 +814,7 @@ class _Lowering:
                     dram_addr=weight_offset + t * n_tiles * c * r, rows=n_tiles * c,
                     row_bytes=r, elem_len=r)]
                 if 0 in k_tiles_here:
-                    step.loads.append(Instruction(
-                        Opcode.LOAD, mem=Memory.ACCUMULATOR, sram_addr=param_base,
-                        dram_addr=param_offset, rows=1, cols=len(params), elem_len=c,
-                        dram_elem_stride=4 * c))
+                    step.loads.append(params_load.replace(sram_addr=param_base))
             return step
 
         def matmul(t: int, j: int, *, slot: int, acc: int, rows: int, cols: int) -> Instruction:
@@ -897,6 +878,27 @@ class _Lowering:
         pairs = [quant.quantize_multiplier(float(m)) for m in real]
         return [np.array([p[0] for p in pairs], np.int32), np.array([p[1] for p in pairs], np.int32)]
 
+    def requant_parameters(self, layer: Conv, *, n_tiles: int) -> tuple[np.ndarray, Instruction]:
+        """The REQUANT parameters of every group of ``cols`` output channels, two accumulator
+        rows each (fp32: scales, then biases with the input zero point folded in; fixed:
+        multipliers, shifts), as a DRAM constant, and the one LOAD that puts them into the
+        accumulator (the caller sets ``sram_addr``). A layer loads them once: a LOAD into the
+        accumulator waits for a gap in the array's writes, so one per step would hold back the
+        next step."""
+        cfg, c = self.config, self.config.cols
+        bias = quant.fold_zero_point(layer.bias, layer.weights, layer.input.quant.stored_zero_point)
+        sections = []
+        for j in range(n_tiles):
+            channels = slice(j * c, (j + 1) * c)
+            scale = self.requant_sections(layer.scale[channels], layer.real_multiplier[channels])
+            sections.append(parameter_rows(cfg, *scale, *([bias[channels]]
+                                                          if self.mode == "fp32" else [])))
+        params = np.concatenate(sections).astype(np.int32)
+        load = Instruction(Opcode.LOAD, mem=Memory.ACCUMULATOR,
+                           dram_addr=self.image.constant(params), rows=1, cols=len(params),
+                           elem_len=c, dram_elem_stride=4 * c)
+        return params, load
+
     def _requant(self, *, acc_buf, out_buf, rows, cols, channels, param_addr, output, clip,
                  bias=False, out_pitch=None, out_lane=0):
         return Instruction(
@@ -939,7 +941,7 @@ class _Lowering:
         y_addr = None if dst else self.address(layer.output)
         taps = [(ky, kx) for ky in range(kh) for kx in range(kw)]
         steps = []
-        filled: set[tuple[int, int]] = set()  # planes of dst with their borders
+        filled: set[int] = set()  # planes of dst whose borders are filled
         for image_index in range(n):
             for oy0, rows in _spans(oh, th):
                 ygeo = _window(oy0, rows, stride=sh, kernel=kh, pad=pt, size=h)
