@@ -278,7 +278,8 @@ def build_parser() -> argparse.ArgumentParser:
                                               "layers, transformer: an encoder layer)")
     bench.add_argument("suite", choices=["sim", "cnn", "transformer"],
                        help="sim: cycles/s of the Verilator model and its build time; cnn: conv "
-                            "layers of ResNet/MobileNet against the performance bounds; "
+                            "layers of ResNet/MobileNet against the performance bounds, and two "
+                            "MobileNet blocks with activations on chip and through DRAM; "
                             "transformer: a BERT-style encoder layer at sequence lengths 16, 64 "
                             "and 128, and the vector unit's softmax/layernorm/GELU throughput")
     bench.add_argument("--backend", default="rtl", choices=["rtl", "golden"],
