@@ -43,6 +43,10 @@ class NpuConfig:
     queue_depth: int = 8
     #: Longest row (in elements) that softmax and layernorm reduce over.
     vector_max_length: int = 1024
+    #: Elements the vector unit processes per cycle (its lanes; each function unit has this
+    #: many). ``None``: as many as the array is narrow, ``min(rows, cols)``. Fewer lanes take
+    #: less area (an FPGA build) and make VECTOR instructions take more cycles.
+    vector_lanes: int | None = None
     #: Cycles without any unit making progress after which the watchdog stops the machine.
     watchdog_cycles: int = 1 << 20
 
@@ -54,16 +58,25 @@ class NpuConfig:
 
         if not isinstance(self.name, str) or not self.name:
             raise ValueError(f"Name must be a non-empty string, not {self.name!r}")
-        for field in ("rows", "cols", "scratchpad_depth", "accumulator_depth", "axi_data_width",
-                      "axi_addr_width", "instruction_width", "queue_depth", "vector_max_length",
-                      "watchdog_cycles"):
+        def check_positive_integer(field: str):
             value = getattr(self, field)
             check(field, isinstance(value, int) and not isinstance(value, bool) and value > 0,
                   "a positive integer")
-        for field in ("rows", "cols", "scratchpad_depth", "accumulator_depth", "queue_depth"):
+
+        for field in ("rows", "cols", "scratchpad_depth", "accumulator_depth", "axi_data_width",
+                      "axi_addr_width", "instruction_width", "queue_depth", "vector_max_length",
+                      "watchdog_cycles"):
+            check_positive_integer(field)
+        if self.vector_lanes is None:  # resolved here, so that the field always holds the count
+            object.__setattr__(self, "vector_lanes", min(self.rows, self.cols))
+        check_positive_integer("vector_lanes")
+        for field in ("rows", "cols", "scratchpad_depth", "accumulator_depth", "queue_depth",
+                      "vector_lanes"):
             check(field, _is_power_of_two(getattr(self, field)), "a power of two")
         check("rows", 2 <= self.rows <= 256, "between 2 and 256")
         check("cols", 2 <= self.cols <= 256, "between 2 and 256")
+        check("vector_lanes", self.vector_lanes <= min(self.rows, self.cols),
+              f"at most min(rows, cols) = {min(self.rows, self.cols)}")
         check("axi_data_width", self.axi_data_width in (32, 64, 128, 256, 512),
               "one of 32, 64, 128, 256, 512")
         check("axi_addr_width", 16 <= self.axi_addr_width <= 32, "between 16 and 32")
@@ -158,8 +171,10 @@ def _label(field: str) -> str:
 PRESETS: dict[str, NpuConfig] = {
     "tiny": NpuConfig(name="tiny", rows=4, cols=4, scratchpad_depth=1024, accumulator_depth=512,
                       axi_data_width=64, vector_max_length=256),
+    # small is the FPGA prototype's configuration (docs/fpga.md): one vector lane, so that it
+    # fits the multipliers and LUTs of an ECP5-85F.
     "small": NpuConfig(name="small", rows=8, cols=8, scratchpad_depth=4096, accumulator_depth=1024,
-                       axi_data_width=64, vector_max_length=512),
+                       axi_data_width=64, vector_max_length=512, vector_lanes=1),
     "default": NpuConfig(name="default", rows=16, cols=16, scratchpad_depth=16384,
                          accumulator_depth=4096, axi_data_width=128, vector_max_length=1024),
 }

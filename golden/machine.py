@@ -105,8 +105,7 @@ class CostModel:
         return self.config.rows + self.config.cols + 1
 
     def vector(self, *, funct: VectorFunct, groups: int, length: int) -> int:
-        lanes = min(self.config.rows, self.config.cols)
-        beats = groups * -(-length // lanes)
+        beats = groups * -(-length // self.config.vector_lanes)
         passes = self.row_op_passes if funct in (VectorFunct.SOFTMAX, VectorFunct.LAYERNORM) else 1
         return self.vector_latency + passes * beats
 

@@ -32,7 +32,7 @@ ADDR_WIDTH = 12
 ID_MAGIC = int.from_bytes(b"NPU1", "big")
 #: Register-map version: a new major version breaks drivers, a new minor one only adds.
 VERSION_MAJOR = 1
-VERSION_MINOR = 0
+VERSION_MINOR = 1
 #: Bits of the STATUS.ERROR field (wide enough for every ErrorCode).
 ERROR_WIDTH = max(ErrorCode).bit_length()
 
@@ -130,6 +130,7 @@ _CONFIG_REGISTERS = (
     ("INSTRUCTION_WIDTH", "instruction_width", "bits per instruction word"),
     ("QUEUE_DEPTH", "queue_depth", "entries of each instruction queue"),
     ("VECTOR_MAX_LENGTH", "vector_max_length", "longest softmax/layernorm row, in elements"),
+    ("VECTOR_LANES", "vector_lanes", "elements the vector unit processes per cycle"),
 )
 
 REGISTERS: tuple[Register, ...] = (

@@ -12,21 +12,23 @@ Structure (one instruction at a time, in this order):
 2. **Constants**: ADD, GELU, SOFTMAX and LAYERNORM read their (at most nine) constant words from
    the accumulator rows at ``param_addr`` into registers.
 3. **Beats**. The sequencer walks the groups (outer, inner) and, inside a group, the elements
-   ``j`` in *beats*: runs of consecutive elements that lie in one input row and one output row
-   (flat lane mapping, ``docs/isa.md``). Input rows are ``cols`` int32 lanes (accumulator
-   operands) or ``rows`` int8 lanes (scratchpad operands), and element ``j`` sits in input lane
-   ``j % width``; per-element parameters (REQUANT scales and biases or multipliers and shifts,
-   LAYERNORM gamma and beta) start on a row boundary too, so they are lane-aligned with the operand and are
-   read in the same cycle through two more accumulator read ports. One beat is issued per cycle;
-   when input, output and array widths agree and ``out_lane`` is 0, a beat is a whole row.
+   ``j`` in *beats*: runs of at most ``vector_lanes`` consecutive elements that lie in one input
+   row and one output row (flat lane mapping, ``docs/isa.md``). Input rows are ``cols`` int32
+   lanes (accumulator operands) or ``rows`` int8 lanes (scratchpad operands), and element ``j``
+   sits in input lane ``j % row width``; per-element parameters (REQUANT scales and biases or
+   multipliers and shifts, LAYERNORM gamma and beta) start on a row boundary too, so they are
+   lane-aligned with the operand and are read in the same cycle through two more accumulator
+   read ports. The read stage gathers a beat's elements from their rows into lanes 0, 1, ...
+   of the function units. One beat is issued per cycle; when ``vector_lanes`` equals the input
+   and output widths and ``out_lane`` is 0, a beat is a whole row.
 4. **Function units**, all fed from the same registered read stage, one of them selected by
-   ``funct``: ``cols`` :class:`Requantizer` lanes, ``rows`` :class:`QuantizedAdder` lanes, an
-   elementwise max (no pipeline), ``cols`` :class:`GeluLane` s, and the row units
+   ``funct``, each ``vector_lanes`` wide: :class:`Requantizer` lanes, :class:`QuantizedAdder`
+   lanes, an elementwise max (no pipeline), :class:`GeluLane` s, and the row units
    :class:`SoftmaxUnit` and :class:`LayernormUnit`, which see each group three times (passes)
    and may pause the sequencer between passes for their per-row division.
-5. **Write**. A result beat is rotated from its input lanes to its output lanes (out lane =
-   in lane - (j % width) + ((out_lane + j) % rows)), clipped to ``[clip_lo, clip_hi]`` and
-   written with a lane mask. A FIFO carries each output beat's row and lanes from the sequencer
+5. **Write**. A result beat is rotated from lanes 0, 1, ... to its output lanes (from
+   ``(out_lane + j) % rows`` on), clipped to ``[clip_lo, clip_hi]`` and written with a lane
+   mask. A FIFO carries each output beat's row and lanes from the sequencer
    to the write stage, so the function units only see data.
 
 Errors found in the data (a bad scale, shift or softmax/GELU/layernorm constant, flagged by the
@@ -115,7 +117,8 @@ class VectorUnit(wiring.Component):
         cfg = self.config
         rows, cols = cfg.rows, cfg.cols
         lanes = max(rows, cols)                   # widest input row
-        log_rows, log_cols = _log2(rows), _log2(cols)
+        width = cfg.vector_lanes                  # elements per beat: the function units' lanes
+        log_rows, log_cols, log_width = _log2(rows), _log2(cols), _log2(width)
         wide = FOOTPRINT_BITS                     # row arithmetic before the range checks
 
         ins = Signal(format_layout(Opcode.VECTOR))
@@ -212,9 +215,10 @@ class VectorUnit(wiring.Component):
         in_room = Mux(spad_op, rows, cols) - in_lane
         out_room = rows - out_lane
         remaining = ins.length - j
-        room = Signal(range(lanes + 1))
-        m.d.comb += room.eq(Mux(in_room < out_room, in_room, out_room))
-        count = Signal(range(lanes + 1))
+        row_room = Mux(in_room < out_room, in_room, out_room)
+        room = Signal(range(width + 1))
+        m.d.comb += room.eq(Mux(row_room < width, row_room, width))
+        count = Signal(range(width + 1))
         m.d.comb += count.eq(Mux(remaining < room, remaining, room))
         row_last = count == remaining
         output_pass = pass_index == passes - 1
@@ -222,15 +226,15 @@ class VectorUnit(wiring.Component):
         # Output beats travel to the write stage through a FIFO.
         beat_layout = data.StructLayout({
             "out_row": cfg.scratchpad_addr_width,
-            "in_lane": range(lanes),
             "out_lane": range(rows),
-            "count": range(lanes + 1),
+            "count": range(width + 1),
         })
         m.submodules.beats = beats = fifo.SyncFIFO(width=beat_layout.size, depth=_BEATS_IN_FLIGHT)
 
         # The read stage: the memories' outputs plus this register set.
         s1_valid = Signal()
-        s1_mask = Signal(lanes)
+        s1_in_lane = Signal(range(lanes))
+        s1_mask = Signal(width)
         s1_pass = Signal(2)
         s1_last = Signal()
         s1_ready = Signal()
@@ -238,21 +242,34 @@ class VectorUnit(wiring.Component):
         issue = Signal()
 
         # 4. Function units --------------------------------------------------------------------
-        requantizers = [Requantizer() for _ in range(cols)]
-        adders = [QuantizedAdder() for _ in range(rows)]
-        gelus = [GeluLane() for _ in range(cols)]
+        requantizers = [Requantizer() for _ in range(width)]
+        adders = [QuantizedAdder() for _ in range(width)]
+        gelus = [GeluLane() for _ in range(width)]
         for i, unit in enumerate(requantizers):
             m.submodules[f"requantizer{i}"] = unit
         for i, unit in enumerate(adders):
             m.submodules[f"adder{i}"] = unit
         for i, unit in enumerate(gelus):
             m.submodules[f"gelu{i}"] = unit
-        m.submodules.softmax = softmax = SoftmaxUnit(lanes=cols)
-        m.submodules.layernorm = layernorm = LayernormUnit(lanes=cols)
+        m.submodules.softmax = softmax = SoftmaxUnit(lanes=width)
+        m.submodules.layernorm = layernorm = LayernormUnit(lanes=width)
 
-        acc_values, params0, params1 = (self.acc_values.data, self.acc_params0.data,
-                                        self.acc_params1.data)
-        a_values, b_values = self.spad_a.data, self.spad_b.data
+        def beat_lanes(row, row_width, name):
+            """The beat's ``width`` elements of a read row: lane k holds row lane
+            ``(s1_in_lane + k) % row_width`` (the beat's first element is in lane 0)."""
+            shape = row.shape().elem_shape
+            beat = Signal(data.ArrayLayout(shape, width), name=name)
+            source = Array(row[i] for i in range(row_width))
+            for k in range(width):
+                index = (s1_in_lane + k)[:_log2(row_width)]
+                m.d.comb += beat[k].eq(source[index])
+            return beat
+
+        acc_values = beat_lanes(self.acc_values.data, cols, "beat_values")
+        params0 = beat_lanes(self.acc_params0.data, cols, "beat_params0")
+        params1 = beat_lanes(self.acc_params1.data, cols, "beat_params1")
+        a_values = beat_lanes(self.spad_a.data, rows, "beat_a")
+        b_values = beat_lanes(self.spad_b.data, rows, "beat_b")
         for lane, unit in enumerate(requantizers):
             p = unit.inputs.payload
             biased = acc_values[lane] + Mux(ins.bias, params1[lane], 0)  # int32, wraps
@@ -279,7 +296,7 @@ class VectorUnit(wiring.Component):
         for unit in (softmax, layernorm):
             p = unit.beats.payload
             m.d.comb += [p.values.eq(acc_values), p.gamma.eq(params0), p.beta.eq(params1),
-                         p.mask.eq(s1_mask[:cols]), p.pass_index.eq(s1_pass),
+                         p.mask.eq(s1_mask), p.pass_index.eq(s1_pass),
                          p.last.eq(s1_last)]
             m.d.comb += [unit.params[i].eq(consts[i]) for i in range(5)]
         m.d.comb += layernorm.length.eq(ins.length)
@@ -287,11 +304,11 @@ class VectorUnit(wiring.Component):
         # Results: one stream from whichever unit runs, plus the lane-error mask of its beat.
         head = Signal(beat_layout)
         m.d.comb += head.eq(beats.r_data)
-        head_mask = Signal(lanes)
-        m.d.comb += head_mask.eq(_lane_run(first=head.in_lane, count=head.count, width=lanes))
+        head_mask = Signal(width)
+        m.d.comb += head_mask.eq(_lane_run(first=0, count=head.count, width=width))
         result_valid = Signal()
         result_ready = Signal()
-        result_values = Signal(data.ArrayLayout(signed(8), lanes))
+        result_values = Signal(data.ArrayLayout(signed(8), width))
         result_error = Signal()
 
         def lane_array(units, select):
@@ -314,7 +331,7 @@ class VectorUnit(wiring.Component):
                              result_valid.eq(unit.results.valid),
                              result_error.eq(unit.results.payload.error)]
                 m.d.comb += [result_values[lane].eq(unit.results.payload.values[lane])
-                             for lane in range(cols)]
+                             for lane in range(width)]
 
         lane_array(requantizers, funct == VectorFunct.REQUANT)
         lane_array(adders, funct == VectorFunct.ADD)
@@ -325,15 +342,14 @@ class VectorUnit(wiring.Component):
             m.d.comb += [s1_ready.eq(result_ready), result_valid.eq(s1_valid)]
             m.d.comb += [result_values[lane].eq(Mux(a_values[lane] > b_values[lane],
                                                     a_values[lane], b_values[lane]))
-                         for lane in range(rows)]
+                         for lane in range(width)]
 
         # 5. Write ---------------------------------------------------------------------------
         faulted = Signal()
         write = self.spad_write
         m.d.comb += [result_ready.eq(write.ready), beats.r_en.eq(result_valid & write.ready)]
-        in_lane_bits = max(1, _log2(lanes))
         for lane in range(rows):
-            source = (lane + head.in_lane - head.out_lane)[:in_lane_bits] if lanes > 1 else 0
+            source = (lane - head.out_lane)[:log_width] if width > 1 else 0
             value = result_values[source]
             clipped = Mux(value < ins.clip_lo, ins.clip_lo,
                           Mux(value > ins.clip_hi, ins.clip_hi, value))
@@ -362,14 +378,14 @@ class VectorUnit(wiring.Component):
         with m.If(advance):
             m.d.sync += [
                 s1_valid.eq(issue),
-                s1_mask.eq(_lane_run(first=in_lane, count=count, width=lanes)),
+                s1_in_lane.eq(in_lane),
+                s1_mask.eq(_lane_run(first=0, count=count, width=width)),
                 s1_pass.eq(pass_index),
                 s1_last.eq(row_last),
             ]
         out_row = base["out"] + (out_position >> log_rows)
         beat = Signal(beat_layout)
-        m.d.comb += [beat.out_row.eq(out_row), beat.in_lane.eq(in_lane),
-                     beat.out_lane.eq(out_lane), beat.count.eq(count),
+        m.d.comb += [beat.out_row.eq(out_row), beat.out_lane.eq(out_lane), beat.count.eq(count),
                      beats.w_data.eq(beat), beats.w_en.eq(issue & output_pass)]
 
         # Control ------------------------------------------------------------------------------
@@ -402,9 +418,9 @@ class VectorUnit(wiring.Component):
                 with m.If(const_capture):
                     for row in range(const_rows):
                         with m.If(const_row == row):
-                            for lane in range(cols):
+                            for lane, word in enumerate(self.acc_params0.data):
                                 if row * cols + lane < _CONST_WORDS:
-                                    m.d.sync += consts[row * cols + lane].eq(params0[lane])
+                                    m.d.sync += consts[row * cols + lane].eq(word)
                     m.d.sync += const_row.eq(const_row + 1)
                     with m.If(const_row == const_rows - 1):
                         m.next = "RUN"

@@ -14,8 +14,10 @@ from sim.verilog import design_hash, generate_verilog
 TB_DIR = Path(__file__).resolve().parent / "cocotb_tb"
 ROOT = Path(__file__).resolve().parent.parent
 
+#: Non-square, and a vector unit narrower than both widths: its beats (two elements) are
+#: gathered from 8-lane accumulator rows and 4-lane scratchpad rows.
 NON_SQUARE = NpuConfig(name="4x8", rows=4, cols=8, scratchpad_depth=256, accumulator_depth=256,
-                       axi_data_width=64, vector_max_length=64)
+                       axi_data_width=64, vector_max_length=64, vector_lanes=2)
 BLOCK_CONFIGS = [get_config("tiny"), get_config("small"), NON_SQUARE]
 
 
