@@ -28,6 +28,13 @@ def test_derived_quantities():
     assert config.accumulator_addr_width == 6
 
 
+def test_vector_lanes_default_to_the_narrower_array_side():
+    assert NpuConfig(rows=4, cols=8).vector_lanes == 4
+    assert NpuConfig(rows=16, cols=4).vector_lanes == 4
+    assert NpuConfig(rows=8, cols=8, vector_lanes=2).vector_lanes == 2
+    assert get_config("small").vector_lanes == 1
+
+
 def test_non_square_arrays_are_valid():
     assert NpuConfig(rows=4, cols=8).pes == 32
     assert NpuConfig(rows=16, cols=4).pes == 64
@@ -52,6 +59,9 @@ def test_configuration_is_frozen():
     (dict(instruction_width=128), f"Instruction width must be at least {INSTRUCTION_BITS}"),
     (dict(vector_max_length=100), "Vector max length must be a multiple of cols \\(16\\)"),
     (dict(queue_depth=3), "Queue depth must be a power of two, not 3"),
+    (dict(vector_lanes=0), "Vector lanes must be a positive integer, not 0"),
+    (dict(vector_lanes=12), "Vector lanes must be a power of two, not 12"),
+    (dict(vector_lanes=32), "Vector lanes must be at most min\\(rows, cols\\) = 16, not 32"),
     (dict(name=""), "Name must be a non-empty string"),
 ])
 def test_invalid_values_are_rejected_naming_the_field(changes, message):
