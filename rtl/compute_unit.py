@@ -160,17 +160,18 @@ class ComputeUnit(wiring.Component):
         acc_outer = Signal(wide)
         handoff = Signal()
 
-        def last_row(ins, prefix):
+        def end_row(ins, prefix):
+            """One past the last row of a walk: computed from the command as it is taken and
+            registered with it, so that no multiplier sits in front of the check."""
             return (ins[f"{prefix}_addr"] + (ins.outer_count - 1) * ins[f"{prefix}_outer_stride"]
-                    + (ins.inner_count - 1) * ins[f"{prefix}_inner_stride"])
+                    + (ins.inner_count - 1) * ins[f"{prefix}_inner_stride"] + 1)
 
         check = Signal(ErrorCode)
         illegal = (w_ins.outer_count == 0) | (w_ins.inner_count == 0)
-        input_last = Signal(last_row(w_ins, "input").shape())
-        acc_last = Signal(last_row(w_ins, "acc").shape())
-        m.d.comb += [input_last.eq(last_row(w_ins, "input")), acc_last.eq(last_row(w_ins, "acc"))]
-        out_of_range = ((input_last >= cfg.scratchpad_depth)
-                        | (acc_last >= cfg.accumulator_depth)
+        input_end = Signal(wide)
+        acc_end = Signal(wide)
+        out_of_range = ((input_end > cfg.scratchpad_depth)
+                        | (acc_end > cfg.accumulator_depth)
                         | (w_ins.load_weights & (w_ins.weight_addr + cols > cfg.scratchpad_depth)))
         m.d.comb += check.eq(Mux(illegal, ErrorCode.ILLEGAL_INSTRUCTION,
                                  Mux(out_of_range, ErrorCode.SRAM_OUT_OF_RANGE, ErrorCode.NONE)))
@@ -181,13 +182,13 @@ class ComputeUnit(wiring.Component):
         def overlap(first, end, other_first, other_end):  # half-open row ranges
             return (first < other_end) & (other_first < end)
 
-        acc_rows = (w_ins.acc_addr, acc_last + 1)
+        acc_rows = (w_ins.acc_addr, acc_end)
         vector_conflict = Signal()
         m.d.comb += vector_conflict.eq(
             footprint.reads_scratchpad
             | overlap(*acc_rows, footprint.acc_first, footprint.acc_end)
             | overlap(*acc_rows, footprint.param_first, footprint.param_end)
-            | overlap(w_ins.input_addr, input_last + 1,
+            | overlap(w_ins.input_addr, input_end,
                       footprint.spad_first, footprint.spad_end)
             | (w_ins.load_weights & overlap(w_ins.weight_addr, w_ins.weight_addr + cols,
                                             footprint.spad_first, footprint.spad_end)))
@@ -237,7 +238,9 @@ class ComputeUnit(wiring.Component):
                 with m.If(self.command.valid & ~self.flush & (held != OUTSTANDING)):
                     with m.If(cmd.opcode == Opcode.MATMUL):
                         m.d.comb += self.command.ready.eq(1)
-                        m.d.sync += [w_ins.eq(cmd.fields.matmul), w_index.eq(cmd.index)]
+                        m.d.sync += [w_ins.eq(cmd.fields.matmul), w_index.eq(cmd.index),
+                                     input_end.eq(end_row(cmd.fields.matmul, "input")),
+                                     acc_end.eq(end_row(cmd.fields.matmul, "acc"))]
                         m.next = "CHECK"
                     with m.Elif(~stage_done_valid & ~vector_active):
                         m.d.comb += [self.command.ready.eq(vector.command.ready),

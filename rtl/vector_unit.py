@@ -140,55 +140,72 @@ class VectorUnit(wiring.Component):
                            ceil_cols(intops.LAYERNORM_CONST_COUNT), 0)
 
         # 1. Check ----------------------------------------------------------------------------
-        def last_group(prefix):
-            return (ins[f"{prefix}_addr"]
-                    + (ins.outer_count - 1) * ins[f"{prefix}_outer_stride"]
-                    + (ins.inner_count - 1) * ins[f"{prefix}_inner_stride"])
+        # The row bounds of the walks (products of counts and strides, then sums) are computed
+        # from the command as it is taken and registered with it, so that neither the check nor
+        # the compute unit's comparisons with the footprint have a multiplier in front of them.
+        def walk_ends(command):
+            """The end rows (one past the last) of the ``a``, ``b`` and ``out`` walks, and the
+            parameter rows, of the instruction ``command``."""
+            command_spad_op = ((command.funct == VectorFunct.ADD)
+                               | (command.funct == VectorFunct.MAX))
 
-        last_element = ins.length - 1
-        a_last = Signal(wide)
-        b_last = Signal(wide)
-        out_last = Signal(wide)
-        param_rows = Signal(wide)
-        m.d.comb += [
-            a_last.eq(last_group("a") + Mux(spad_op, last_element >> log_rows,
-                                           last_element >> log_cols)),
-            b_last.eq(last_group("b") + (last_element >> log_rows)),
-            out_last.eq(last_group("out") + ((ins.out_lane + last_element) >> log_rows)),
-        ]
-        with m.Switch(funct):
-            with m.Case(VectorFunct.REQUANT):
-                m.d.comb += param_rows.eq(Mux((ins.mode == RequantMode.FIXED) | ins.bias,
-                                              2 * length_rows, length_rows))
-            with m.Case(VectorFunct.ADD):
-                m.d.comb += param_rows.eq(Mux(ins.mode == RequantMode.FIXED, ceil_cols(9),
-                                              ceil_cols(3)))
-            with m.Case(VectorFunct.SOFTMAX):
-                m.d.comb += param_rows.eq(ceil_cols(intops.SOFTMAX_PARAM_COUNT))
-            with m.Case(VectorFunct.GELU):
-                m.d.comb += param_rows.eq(ceil_cols(intops.GELU_PARAM_COUNT))
-            with m.Case(VectorFunct.LAYERNORM):
-                m.d.comb += param_rows.eq(ceil_cols(intops.LAYERNORM_CONST_COUNT)
-                                          + 2 * length_rows)
+            def last_group(prefix):
+                return (command[f"{prefix}_addr"]
+                        + (command.outer_count - 1) * command[f"{prefix}_outer_stride"]
+                        + (command.inner_count - 1) * command[f"{prefix}_inner_stride"])
+
+            last_element = command.length - 1
+            command_length_rows = ceil_cols(command.length)
+            param_rows = Signal(wide, name="param_rows_next")
+            with m.Switch(command.funct):
+                with m.Case(VectorFunct.REQUANT):
+                    m.d.comb += param_rows.eq(Mux((command.mode == RequantMode.FIXED)
+                                                  | command.bias,
+                                                  2 * command_length_rows, command_length_rows))
+                with m.Case(VectorFunct.ADD):
+                    m.d.comb += param_rows.eq(Mux(command.mode == RequantMode.FIXED,
+                                                  ceil_cols(9), ceil_cols(3)))
+                with m.Case(VectorFunct.SOFTMAX):
+                    m.d.comb += param_rows.eq(ceil_cols(intops.SOFTMAX_PARAM_COUNT))
+                with m.Case(VectorFunct.GELU):
+                    m.d.comb += param_rows.eq(ceil_cols(intops.GELU_PARAM_COUNT))
+                with m.Case(VectorFunct.LAYERNORM):
+                    m.d.comb += param_rows.eq(ceil_cols(intops.LAYERNORM_CONST_COUNT)
+                                              + 2 * command_length_rows)
+            return {
+                "a_end": last_group("a") + 1 + Mux(command_spad_op, last_element >> log_rows,
+                                                   last_element >> log_cols),
+                "b_end": last_group("b") + 1 + (last_element >> log_rows),
+                "out_end": last_group("out") + 1 + ((command.out_lane + last_element)
+                                                    >> log_rows),
+                "param_end": command.param_addr + param_rows,
+                "has_params": param_rows != 0,
+            }
+
+        ends = {name: Signal(wide if name != "has_params" else 1, name=name)
+                for name in ("a_end", "b_end", "out_end", "param_end", "has_params")}
+        with m.If(self.command.valid & self.command.ready):
+            m.d.sync += [ends[name].eq(value)
+                         for name, value in walk_ends(self.command.payload).items()]
 
         bias_misused = ins.bias & ((funct != VectorFunct.REQUANT) | (ins.mode == RequantMode.FIXED))
         m.d.comb += [self.footprint.reads_scratchpad.eq(spad_op),
                      self.footprint.acc_first.eq(ins.a_addr),
-                     self.footprint.acc_end.eq(a_last + 1),
+                     self.footprint.acc_end.eq(ends["a_end"]),
                      self.footprint.param_first.eq(ins.param_addr),
-                     self.footprint.param_end.eq(ins.param_addr + param_rows),
+                     self.footprint.param_end.eq(ends["param_end"]),
                      self.footprint.spad_first.eq(ins.out_addr),
-                     self.footprint.spad_end.eq(out_last + 1)]
+                     self.footprint.spad_end.eq(ends["out_end"])]
 
         illegal = ((funct > max(f.value for f in VectorFunct)) | (ins.length == 0) | bias_misused
                    | (ins.clip_lo > ins.clip_hi) | (ins.out_lane >= rows)
                    | (row_op & (ins.length > cfg.vector_max_length))
                    | (ins.outer_count == 0) | (ins.inner_count == 0))
-        out_of_range = ((a_last >= Mux(spad_op, cfg.scratchpad_depth, cfg.accumulator_depth))
-                        | (spad_op & (b_last >= cfg.scratchpad_depth))
-                        | (out_last >= cfg.scratchpad_depth)
-                        | ((param_rows != 0)
-                           & (ins.param_addr + param_rows > cfg.accumulator_depth)))
+        out_of_range = ((ends["a_end"] > Mux(spad_op, cfg.scratchpad_depth,
+                                             cfg.accumulator_depth))
+                        | (spad_op & (ends["b_end"] > cfg.scratchpad_depth))
+                        | (ends["out_end"] > cfg.scratchpad_depth)
+                        | (ends["has_params"] & (ends["param_end"] > cfg.accumulator_depth)))
         check_result = Mux(illegal, ErrorCode.ILLEGAL_INSTRUCTION,
                            Mux(out_of_range, ErrorCode.SRAM_OUT_OF_RANGE, ErrorCode.NONE))
 
