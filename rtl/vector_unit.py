@@ -21,7 +21,8 @@ Structure (one instruction at a time, in this order):
    read ports. The read stage gathers a beat's elements from their rows into lanes 0, 1, ...
    of the function units. One beat is issued per cycle; when ``vector_lanes`` equals the input
    and output widths and ``out_lane`` is 0, a beat is a whole row.
-4. **Function units**, all fed from the same registered read stage, one of them selected by
+4. **Function units**, all fed from the same read stage through two registers (the gathered
+   beat; the beat plus the REQUANT bias added to its values), one of them selected by
    ``funct``, each ``vector_lanes`` wide: :class:`Requantizer` lanes, :class:`QuantizedAdder`
    lanes, an elementwise max (no pipeline), :class:`GeluLane` s, and the row units
    :class:`SoftmaxUnit` and :class:`LayernormUnit`, which see each group three times (passes)
@@ -231,13 +232,13 @@ class VectorUnit(wiring.Component):
         m.d.comb += out_lane.eq(out_position[:log_rows])
         in_room = Mux(spad_op, rows, cols) - in_lane
         out_room = rows - out_lane
-        remaining = ins.length - j
+        remaining = Signal(17)  # ins.length - j, kept in a register: no subtraction in the loop
         row_room = Mux(in_room < out_room, in_room, out_room)
         room = Signal(range(width + 1))
         m.d.comb += room.eq(Mux(row_room < width, row_room, width))
         count = Signal(range(width + 1))
-        m.d.comb += count.eq(Mux(remaining < room, remaining, room))
-        row_last = count == remaining
+        row_last = remaining <= room
+        m.d.comb += count.eq(Mux(row_last, remaining, room))
         output_pass = pass_index == passes - 1
 
         # Output beats travel to the write stage through a FIFO.
@@ -282,15 +283,41 @@ class VectorUnit(wiring.Component):
                 m.d.comb += beat[k].eq(source[index])
             return beat
 
-        acc_values = beat_lanes(self.acc_values.data, cols, "beat_values")
-        params0 = beat_lanes(self.acc_params0.data, cols, "beat_params0")
-        params1 = beat_lanes(self.acc_params1.data, cols, "beat_params1")
-        a_values = beat_lanes(self.spad_a.data, rows, "beat_a")
-        b_values = beat_lanes(self.spad_b.data, rows, "beat_b")
+        # The gathered beat passes two registers on its way to the function units: the first
+        # takes the elements as gathered (behind the memories' outputs and the gather
+        # multiplexers), the second adds the REQUANT bias to the accumulator values.
+        unit_ready = Signal()      # the selected function unit takes a beat
+        gathered = {"values": beat_lanes(self.acc_values.data, cols, "beat_values"),
+                    "params0": beat_lanes(self.acc_params0.data, cols, "beat_params0"),
+                    "params1": beat_lanes(self.acc_params1.data, cols, "beat_params1"),
+                    "a": beat_lanes(self.spad_a.data, rows, "beat_a"),
+                    "b": beat_lanes(self.spad_b.data, rows, "beat_b"),
+                    "mask": s1_mask, "pass_index": s1_pass, "last": s1_last}
+
+        def register_stage(fields, *, valid, take, name):
+            """Registers for ``fields`` that load (with ``valid``) whenever ``take``."""
+            stage = {key: Signal(value.shape(), name=f"{name}_{key}")
+                     for key, value in fields.items()}
+            stage_valid = Signal(name=f"{name}_valid")
+            with m.If(take):
+                m.d.sync += [stage_valid.eq(valid)]
+                m.d.sync += [stage[key].eq(value) for key, value in fields.items()]
+            return stage, stage_valid
+
+        s2_take, s3_take = Signal(), Signal()
+        s2, s2_valid = register_stage(gathered, valid=s1_valid, take=s2_take, name="s2")
+        biased = Signal(data.ArrayLayout(signed(32), width))
+        m.d.comb += [biased[lane].eq(s2["values"][lane] + Mux(ins.bias, s2["params1"][lane], 0))
+                     for lane in range(width)]   # int32, wraps
+        s3, s3_valid = register_stage({**s2, "biased": biased}, valid=s2_valid, take=s3_take,
+                                      name="s3")
+        m.d.comb += [s3_take.eq(~s3_valid | unit_ready), s2_take.eq(~s2_valid | s3_take),
+                     s1_ready.eq(s2_take)]
+        acc_values, params0, params1 = s3["values"], s3["params0"], s3["params1"]
+        a_values, b_values = s3["a"], s3["b"]
         for lane, unit in enumerate(requantizers):
             p = unit.inputs.payload
-            biased = acc_values[lane] + Mux(ins.bias, params1[lane], 0)  # int32, wraps
-            m.d.comb += [p.acc.eq(biased[:32]), p.fixed.eq(ins.mode == RequantMode.FIXED),
+            m.d.comb += [p.acc.eq(s3["biased"][lane]), p.fixed.eq(ins.mode == RequantMode.FIXED),
                          p.scale.eq(params0[lane]), p.shift.eq(params1[lane]),
                          p.zero_point.eq(ins.out_zp), p.clip_lo.eq(ins.clip_lo),
                          p.clip_hi.eq(ins.clip_hi)]
@@ -313,8 +340,8 @@ class VectorUnit(wiring.Component):
         for unit in (softmax, layernorm):
             p = unit.beats.payload
             m.d.comb += [p.values.eq(acc_values), p.gamma.eq(params0), p.beta.eq(params1),
-                         p.mask.eq(s1_mask), p.pass_index.eq(s1_pass),
-                         p.last.eq(s1_last)]
+                         p.mask.eq(s3["mask"]), p.pass_index.eq(s3["pass_index"]),
+                         p.last.eq(s3["last"])]
             m.d.comb += [unit.params[i].eq(consts[i]) for i in range(5)]
         m.d.comb += layernorm.length.eq(ins.length)
 
@@ -330,10 +357,10 @@ class VectorUnit(wiring.Component):
 
         def lane_array(units, select):
             """Units that share one valid and one ready: they stall together."""
-            m.d.comb += [unit.inputs.valid.eq(s1_valid & select) for unit in units]
+            m.d.comb += [unit.inputs.valid.eq(s3_valid & select) for unit in units]
             m.d.comb += [unit.outputs.ready.eq(result_ready & select) for unit in units]
             with m.If(select):
-                m.d.comb += [s1_ready.eq(units[0].inputs.ready),
+                m.d.comb += [unit_ready.eq(units[0].inputs.ready),
                              result_valid.eq(units[0].outputs.valid),
                              result_error.eq((Cat(u.outputs.payload.error for u in units)
                                               & head_mask[:len(units)]).any())]
@@ -341,10 +368,10 @@ class VectorUnit(wiring.Component):
                              for lane, u in enumerate(units)]
 
         def row_unit(unit, select):
-            m.d.comb += [unit.beats.valid.eq(s1_valid & select),
+            m.d.comb += [unit.beats.valid.eq(s3_valid & select),
                          unit.results.ready.eq(result_ready & select)]
             with m.If(select):
-                m.d.comb += [s1_ready.eq(unit.beats.ready),
+                m.d.comb += [unit_ready.eq(unit.beats.ready),
                              result_valid.eq(unit.results.valid),
                              result_error.eq(unit.results.payload.error)]
                 m.d.comb += [result_values[lane].eq(unit.results.payload.values[lane])
@@ -356,7 +383,7 @@ class VectorUnit(wiring.Component):
         row_unit(softmax, funct == VectorFunct.SOFTMAX)
         row_unit(layernorm, funct == VectorFunct.LAYERNORM)
         with m.If(funct == VectorFunct.MAX):  # combinational: the read stage is the pipeline
-            m.d.comb += [s1_ready.eq(result_ready), result_valid.eq(s1_valid)]
+            m.d.comb += [unit_ready.eq(result_ready), result_valid.eq(s3_valid)]
             m.d.comb += [result_values[lane].eq(Mux(a_values[lane] > b_values[lane],
                                                     a_values[lane], b_values[lane]))
                          for lane in range(width)]
@@ -415,7 +442,8 @@ class VectorUnit(wiring.Component):
                                  error.eq(ErrorCode.NONE)]
                     m.next = "CHECK"
             with m.State("CHECK"):  # waits here until ``start``
-                m.d.sync += [error.eq(check_result), j.eq(0), pass_index.eq(0), outer.eq(0),
+                m.d.sync += [error.eq(check_result), j.eq(0), remaining.eq(ins.length),
+                             pass_index.eq(0), outer.eq(0),
                              inner.eq(0), const_row.eq(0), const_capture.eq(0)]
                 for p in base:
                     m.d.sync += [base[p].eq(ins[f"{p}_addr"]), outer_base[p].eq(ins[f"{p}_addr"])]
@@ -444,9 +472,9 @@ class VectorUnit(wiring.Component):
             with m.State("RUN"):
                 m.d.comb += issue.eq(advance & (~output_pass | beats.w_rdy))
                 with m.If(issue):
-                    m.d.sync += j.eq(j + count)
+                    m.d.sync += [j.eq(j + count), remaining.eq(remaining - count)]
                     with m.If(row_last):
-                        m.d.sync += j.eq(0)
+                        m.d.sync += [j.eq(0), remaining.eq(ins.length)]
                         with m.If(~output_pass):
                             m.d.sync += pass_index.eq(pass_index + 1)
                         with m.Else():
@@ -463,7 +491,7 @@ class VectorUnit(wiring.Component):
                             with m.Else():
                                 m.next = "DRAIN"
             with m.State("DRAIN"):
-                with m.If(~s1_valid & (beats.level == 0)):
+                with m.If(~s1_valid & ~s2_valid & ~s3_valid & (beats.level == 0)):
                     m.next = "DONE"
             with m.State("DONE"):
                 m.d.comb += self.done.valid.eq(1)
