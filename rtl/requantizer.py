@@ -1,4 +1,4 @@
-"""One lane of requantisation, both modes, bit-exact with golden.quant (ten pipeline stages).
+"""One lane of requantisation, both modes, bit-exact with golden.quant (nine pipeline stages).
 
 fp32 mode (``golden.quant.requantize_fp32``), written out in ordinary RTL:
 
@@ -17,8 +17,8 @@ floor((x * m + 2^30) / 2^31)), RoundingDivideByPOT (half away from zero), then s
 
 The two modes share the hardware that does the same thing: one left shifter (the int32 -> float32
 normalisation, or the wrapping left shift), one 32 x 31-bit multiplier (the 24 x 24-bit mantissa
-product, or x * m; four MULT18X18D, their partial products registered and added over two
-stages) and one rounding right shifter (float -> integer, or RoundingDivideByPOT). The mode
+product, or x * m; four MULT18X18D, their partial products registered and added in the next
+stage) and one rounding right shifter (float -> integer, or RoundingDivideByPOT). The mode
 (``fixed``) travels with each value, so the two may mix freely from one value to the next.
 
 The scale must be a positive normal float32, the multiplier non-negative and the shift in
@@ -31,6 +31,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .arith import (
+    fits_signed,
     in_range,
     leading_zeros,
     multiplier_parts,
@@ -195,10 +196,8 @@ class Requantizer(wiring.Component):
         value = Signal(signed(12))
         with m.If(s["vanish"]):
             m.d.comb += value.eq(0)
-        with m.Elif(s["saturate"] | (whole >= 1023)):
-            m.d.comb += value.eq(Mux(flip, -1023, 1023))
-        with m.Elif(whole < -1024):
-            m.d.comb += value.eq(-1024)
+        with m.Elif(s["saturate"] | ~fits_signed(whole, 11)):  # beyond any int8 result
+            m.d.comb += value.eq(Mux(flip | negative, -1024, 1023))
         with m.Else():
             m.d.comb += value.eq(Mux(flip, ~narrow, narrow) + (round_up ^ flip))
         s = advance(s, 8, drop=("whole", "guard", "sticky", "sign", "saturate", "vanish"),
