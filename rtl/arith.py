@@ -2,8 +2,8 @@
 
 from amaranth import Cat, Const, Module, Mux, Signal
 
-__all__ = ["fits_signed", "in_range", "leading_zeros", "multiplier_parts", "round_half_even",
-           "shift_left_largest_first", "shift_right_rounding_bits"]
+__all__ = ["add_constant_as_logic", "fits_signed", "in_range", "leading_zeros", "multiplier_parts",
+           "round_half_even", "shift_right_rounding_bits"]
 
 
 def leading_zeros(m: Module, value) -> Signal:
@@ -54,18 +54,6 @@ def in_range(value, low: int, high: int):
     return result
 
 
-def shift_left_largest_first(value, amount):
-    """``value << amount`` kept to ``len(value)`` bits, as one 2:1 multiplexer level per bit of
-    ``amount``, its highest bit first: the amount's high bits are used first, so a leading-zero
-    count (whose high bits settle first) can drive it directly."""
-    width = len(value)
-    for bit in reversed(range(len(amount))):
-        step = 1 << bit
-        moved = Cat(Const(0, step), value[:width - step]) if step < width else Const(0, width)
-        value = Mux(amount[bit], moved, value)
-    return value
-
-
 def shift_right_rounding_bits(value, amount):
     """``(whole, guard, sticky)``: ``whole`` = floor(value / 2^amount) (``value``'s width and
     signedness), ``guard`` its first bit below (bit ``amount - 1`` of ``value``; 0 when
@@ -96,3 +84,20 @@ def multiplier_parts(value, *, port: int = 18):
     top = value[offset:]
     parts.append((offset, top.as_signed() if signed_value else top))
     return parts
+
+
+def add_constant_as_logic(value, constant: int):
+    """``value + constant`` for an unsigned ``value`` (one bit wider than it) as a ripple of
+    gates rather than an adder: yosys maps an adder to a carry chain, whose entry and exit cost
+    more than a few LUT levels when ``value`` is narrow."""
+    assert 0 <= constant < 1 << len(value)
+    bits, carry = [], Const(0, 1)
+    for index in range(len(value)):
+        bit = value[index]
+        if constant >> index & 1:
+            bits.append(~(bit ^ carry))
+            carry = bit | carry
+        else:
+            bits.append(bit ^ carry)
+            carry = bit & carry
+    return Cat(*bits, carry)

@@ -1,5 +1,5 @@
 """One lane of the quantised elementwise add (VECTOR funct ADD), both modes, bit-exact with
-golden.machine (20 pipeline stages).
+golden.machine (21 pipeline stages).
 
 fp32 mode (onnxruntime QLinearAdd on raw codes, ``golden.quant.add_fp32``):
 y = clip(rne(fma(a, SA, fma(b, SB, F)))). The stored operands become raw codes first
@@ -7,13 +7,14 @@ y = clip(rne(fma(a, SA, fma(b, SB, F)))). The stored operands become raw codes f
 ordinary RTL with a single rounding to float32 (nearest even):
 
 - the 8 x 24-bit product of the normalised |code| and the scale's mantissa is exact (32 bits);
-- the operand with the larger magnitude goes to the top of a 36-bit window, the other is shifted
+- the operand with the larger exponent goes to the top of a 36-bit window, the other is shifted
   right by the exponent difference; what falls off the window is ORed into its lowest bit
   (sticky). Bits only fall off when the exponents differ by more than 3, and then at most two
   bits cancel, so the rounding position stays at least 8 bits above the sticky bit and the
   approximation cannot change the rounding;
-- add or subtract (full cancellation gives zero), leading-zero count, normalise, round to 24
-  bits, nearest even.
+- add or subtract the larger magnitude and the smaller (with equal exponents, nothing shifted,
+  the mantissas decide which; full cancellation gives zero), leading-zero count, normalise,
+  round to 24 bits, nearest even.
 
 Exponents are kept in 10 bits, wider than float32's: nothing is flushed. That is exact, not an
 approximation: both addends of either FMA are integer multiples of 2^-149 (an integer times a
@@ -34,11 +35,14 @@ MultiplyByQuantizedMultiplier, the zero point ``out_zp`` and the clip. An operan
 right shift of d * m + 2^(30 - left) by 31 - left + right (a left shift when negative) does
 both roundings: the first only adds, RoundingDivideByPOT sees the bits from 31 - left up.
 
-The two modes share the multipliers: an operand's 9 x 31-bit product (two MULT18X18D) is the
-fp32 |code| x mantissa product or the fixed d * m; the output's 32 x 31-bit product (four) is
-fixed mode's only. They also share the final rounding right shifter (float -> integer, or the
-output's RoundingDivideByPOT). The mode (``fixed``) travels with each element, so the two may mix
-freely from one element to the next.
+The two modes share the hardware: an operand's 9 x 31-bit product (two MULT18X18D) is the fp32
+|code| x mantissa product or the fixed d * m; the output's 32 x 31-bit product (four) is fixed
+mode's only. Fixed mode runs through the two FMAs' datapaths: each FMA's alignment shifter does
+one operand's rounding shift (a in the first, b in the second) and its adder adds that operand
+(to 0, then to a: the wrapping sum); the second FMA's normaliser does the output's wrapping left
+shift. The final rounding right shifter is shared as well (float -> integer, or the output's
+RoundingDivideByPOT). The mode (``fixed``) travels with each element, so the two may mix freely
+from one element to the next.
 
 ``error`` (the golden machine stops with ILLEGAL_INSTRUCTION; the value is then meaningless):
 
@@ -56,6 +60,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .arith import (
+    add_constant_as_logic,
     fits_signed,
     in_range,
     leading_zeros,
@@ -98,11 +103,6 @@ _MAX_ALIGN = 40  # shifting further than this leaves only the sticky bit
 _EXP = signed(10)  # unbiased exponent of the leading bit; values lie in -170..140
 
 
-def _exponent_key(exponent):
-    """An exponent as an unsigned number that compares like it (flip the sign bit)."""
-    return Cat(exponent[0:len(exponent) - 1], ~exponent[len(exponent) - 1])
-
-
 class QuantizedAdder(wiring.Component):
     """Add two quantised values per cycle; ``latency`` cycles; stalls as a whole on
     backpressure."""
@@ -110,7 +110,7 @@ class QuantizedAdder(wiring.Component):
     inputs: In(stream.Signature(adder_input_layout))
     outputs: Out(stream.Signature(adder_output_layout))
 
-    latency = 20
+    latency = 21
 
     def elaborate(self, platform):
         m = Module()
@@ -196,8 +196,8 @@ class QuantizedAdder(wiring.Component):
         # fp32: |code| normalised to 8 bits; the exponent of its product's bit 30.
         # fixed: (code - zp) << left, wrapped in 32 bits, is d * 2^left with d the low
         # 32 - left bits of code - zp (sign-extended) when left > 23, 0 when left > 31, else
-        # code - zp: the multiplier forms d * m, 9 x 31 bits, and the rounding shift of stages
-        # 5 and 6 places it.
+        # code - zp: the multiplier forms d * m, 9 x 31 bits, and the rounding (stage 5) and
+        # the alignment shifter of an FMA (stage 7 or 13) place it.
         def multiplier_operand(name):
             left_amount, diff, zeros = s[f"{name}_left"], s[f"{name}_diff"], s[f"{name}_zeros"]
             wrapped = Signal(signed(9), name=f"{name}_wrapped")
@@ -249,7 +249,17 @@ class QuantizedAdder(wiring.Component):
             pm = s[f"{name}_product"][0:32]
             top = pm[31]
             return (), {f"{name}_pm": (Mux(top, pm, pm << 1)[0:32], unsigned(32)),
-                        f"{name}_tp": (s[f"{name}_tp0"] + top, _EXP)}
+                        f"{name}_tp": comb(s[f"{name}_tp0"] + top, _EXP, f"{name}_tp")}
+
+        def exponent_differences(tp, ze, ze_plus_1=None, carry=None):
+            """For the next stage's alignment: the product's exponent minus the addend's, and
+            the reverse; with ``carry``, the addend's exponent is ``ze_plus_1`` when it is set
+            (both differences are ready before it)."""
+            difference, reverse = tp - ze, ze - tp
+            if carry is not None:
+                difference = Mux(carry, tp - ze_plus_1, difference)
+                reverse = Mux(carry, ze_plus_1 - tp, reverse)
+            return (), dict(difference=(difference, signed(11)), reverse=(reverse, signed(11)))
 
         def nudge_product(name):
             n = s[f"{name}_n"]
@@ -258,50 +268,71 @@ class QuantizedAdder(wiring.Component):
                 f"{name}_nudged": (((s[f"{name}_product"] + ((Const(1, 32) << n) >> 1))
                                     & (ones << n)[0:42]).as_signed(), signed(42))}
 
-        s = advance(s, 5, normalise_product("a"), normalise_product("b"), nudge_product("a"),
-                    nudge_product("b"))
+        b_product = normalise_product("b")
+        s = advance(s, 5, normalise_product("a"), b_product, nudge_product("a"),
+                    nudge_product("b"), exponent_differences(b_product[1]["b_tp"], s["f_exp"]))
 
-        # The two fused multiply-adds, six stages each; every stage also carries the fixed-mode
-        # work of that stage (parts: fields used for the last time, new fields).
-        def fma_align(p, z):
-            """Order the product and the addend by magnitude; the exponent difference."""
-            pm, tp, ze = s[f"{p}_pm"], s[f"{p}_tp"], s[f"{z}_exp"]
-            zm = Cat(Const(0, 8), s[f"{z}_mant"])
+        # The two fused multiply-adds, six stages each (plus the exponent differences in the
+        # stage before); fixed mode runs through them too (see the module's description).
+        def fma_align(p, z, *, fixed_in, fixed_amount, fixed_first):
+            """Order the product and the addend by exponent (a zero one goes second): the first
+            to the top of the window, the second to the alignment shifter, by the exponent
+            difference. With equal exponents (no shift) the mantissas decide which is larger:
+            ``swap`` tells the adder to swap them back. The shifter's input is 65 bits (fixed:
+            ``fixed_in`` from bit 23, shifted by ``fixed_amount``; fp32: the window from bit 23,
+            shifted by the difference + 23); fixed: ``fixed_first`` is the adder's other operand."""
+            fixed = s["fixed"]
+            pm, tp, ze, z_mant = s[f"{p}_pm"], s[f"{p}_tp"], s[f"{z}_exp"], s[f"{z}_mant"]
+            zm = Cat(Const(0, 8), z_mant)
             p_zero, z_zero = s[f"{p}_zero"], s[f"{z}_zero"]
-            p_big = comb(z_zero | (~p_zero & (Cat(pm, _exponent_key(tp))
-                                              >= Cat(zm, _exponent_key(ze)))), 1, f"{p}_big")
+            difference = s["difference"]  # tp - ze, from the previous stage
+            p_first = comb(z_zero | (~p_zero & ~difference[10]), 1, f"{p}_first")
+            # zm's low 8 bits are zero
+            swap = ~fixed & ~p_zero & ~z_zero & (difference == 0) & (pm[8:32] < z_mant)
 
-            def clamped(difference):  # negative only when one is zero: then nothing is left
-                return Mux(difference[6:].any() | (difference[0:6] > _MAX_ALIGN), _MAX_ALIGN,
-                           difference[0:6])
+            def distance(difference):
+                """min(difference, 40) + 23 (the window starts at bit 23 of the shifter); a
+                difference is negative only when one operand is zero: then nothing is left."""
+                amount = add_constant_as_logic(difference[0:6], 23)
+                return Mux(difference[6:].any() | amount[6], _MAX_ALIGN + 23, amount[0:6])
 
             p_sign, z_sign = s[f"{p}_sign"], s[f"{z}_sign"]
-            return ((*(f"{p}_{n}" for n in ("pm", "tp", "sign", "zero")),
+            second = Cat(Const(0, 23 + _GUARD), Mux(p_first, zm, pm))
+            return (("difference", "reverse", *(f"{p}_{n}" for n in ("pm", "tp", "sign", "zero")),
                      *(f"{z}_{n}" for n in ("mant", "exp", "sign", "zero"))),
-                    dict(big=(Mux(p_big, pm, zm), unsigned(32)),
-                         small=(Mux(p_big, zm, pm), unsigned(32)),
-                         distance=(Mux(p_big, clamped(tp - ze), clamped(ze - tp)), unsigned(6)),
-                         t=(Mux(p_big, tp, ze), _EXP),
-                         subtract=p_sign ^ z_sign,
-                         sign=Mux(p_big, p_sign, z_sign)))
+                    dict(first=(Mux(fixed, fixed_first, Cat(Const(0, _GUARD), Mux(p_first, pm, zm))),
+                                unsigned(32 + _GUARD)),
+                         shift_in=(Mux(fixed, Cat(Const(0, 23), fixed_in), second).as_signed(),
+                                   signed(65)),
+                         shift_amount=(Mux(fixed, fixed_amount,
+                                           Mux(p_first, distance(difference),
+                                               distance(s["reverse"]))), unsigned(6)),
+                         t=(Mux(p_first, tp, ze), _EXP),
+                         subtract=~fixed & (p_sign ^ z_sign), swap=swap,
+                         sign=Mux(p_first & ~swap, p_sign, z_sign)))
 
-        def fma_shift():
-            """Shift the smaller operand into the window; the bits that fall off become sticky."""
-            whole, guard, sticky = shift_right_rounding_bits(Cat(Const(0, _GUARD), s["small"]),
-                                                             s["distance"])
-            return ("small", "distance"), dict(
-                aligned=(whole | guard | sticky, unsigned(32 + _GUARD)))
+        def fma_shift(p):
+            """Shift the second operand into the window; the bits that fall off become sticky.
+            fixed: the whole part, and RoundingDivideByPOT's rounding as the adder's carry."""
+            fixed = s["fixed"]
+            whole, guard, sticky = shift_right_rounding_bits(s["shift_in"], s["shift_amount"])
+            negative = s["shift_in"][64]
+            return ("shift_in", "shift_amount", f"{p}_rounds"), dict(
+                aligned=(Cat(whole[0] | (~fixed & (guard | sticky)), whole[1:32 + _GUARD]),
+                         unsigned(32 + _GUARD)),
+                carry=Mux(fixed, s[f"{p}_rounds"] & guard & (sticky | ~negative), s["subtract"]))
 
         def fma_add():
-            big = Cat(Const(0, _GUARD), s["big"])
-            aligned, subtract = s["aligned"], s["subtract"]  # aligned is never above big
-            return ("big", "aligned", "subtract"), dict(
-                # big - aligned = big + ~aligned + 1 (in the window's width): one adder
-                sum=((big + (aligned ^ subtract.replicate(_WINDOW)) + subtract)[0:_WINDOW],
+            first, aligned, subtract, swap = s["first"], s["aligned"], s["subtract"], s["swap"]
+            larger, smaller = Mux(swap, aligned, first), Mux(swap, first, aligned)
+            return ("first", "aligned", "subtract", "swap", "carry"), dict(
+                # larger - smaller = larger + ~smaller + 1 (in the window's width): one adder
+                sum=((larger + (smaller ^ subtract.replicate(_WINDOW)) + s["carry"])[0:_WINDOW],
                      unsigned(_WINDOW)))
 
-        def fma_count():
-            return (), dict(zeros=leading_zeros(m, s["sum"]), zero=s["sum"] == 0)
+        def fma_count(*, fixed_zeros):
+            return (), dict(zeros=Mux(s["fixed"], fixed_zeros, leading_zeros(m, s["sum"])),
+                            zero=s["sum"] == 0)
 
         def fma_normalise():
             zeros = s["zeros"]
@@ -320,77 +351,76 @@ class QuantizedAdder(wiring.Component):
             rounded = comb(kept + round_up, 25, f"{name}_rounded")
             return kept, round_up, rounded
 
-        # Stages 6-11: inner = fma(b, SB, F); fixed: the operands' rounding shifts and their
-        # wrapping sum, the output multiplier's operand and partial products, the product.
-        def fixed_rounding_shift(name):
-            nudged = s[f"{name}_nudged"]
-            whole, guard, sticky = shift_right_rounding_bits(Cat(Const(0, 23), nudged).as_signed(),
-                                                             s[f"{name}_shift"])
-            negative = nudged[41]
-            return (f"{name}_nudged", f"{name}_shift", f"{name}_rounds"), {
-                f"{name}_whole": (whole[0:32], unsigned(32)),
-                f"{name}_round_up": s[f"{name}_rounds"] & guard & (sticky | ~negative)}
-
-        s = advance(s, 6, fma_align("b", "f"), fixed_rounding_shift("a"), fixed_rounding_shift("b"))
-        s = advance(s, 7, fma_shift(), (
-            ("a_whole", "a_round_up", "b_whole", "b_round_up"),
-            dict(a_scaled=((s["a_whole"] + s["a_round_up"])[0:32], unsigned(32)),
-                 b_scaled=((s["b_whole"] + s["b_round_up"])[0:32], unsigned(32)))))
-        s = advance(s, 8, fma_add(), (("a_scaled", "b_scaled"), dict(
-            raw_sum=((s["a_scaled"] + s["b_scaled"])[0:32], unsigned(32)))))
-        s = advance(s, 9, fma_count(), (("raw_sum", "out_left"), dict(
-            out_operand=((s["raw_sum"] << s["out_left"])[0:32].as_signed(), signed(32)))))
-        (_, operand_low), (_, operand_high) = multiplier_parts(s["out_operand"])
-        (_, mult_low), (_, mult_high) = multiplier_parts(s["out_mult"])
-        s = advance(s, 10, fma_normalise(), (("out_operand", "out_mult"), dict(
-            out_part00=operand_low * mult_low, out_part01=operand_low * mult_high,
-            out_part10=operand_high * mult_low, out_part11=operand_high * mult_high)))
-        # the product + 2^30, added into the low partial product (bits 30..33) and its carry into
-        # the high one
+        # Stages 6-11: inner = fma(b, SB, F); fixed: operand a's rounding shift, + its rounding
+        # (0 + whole + carry), passed on unshifted.
+        s = advance(s, 6, fma_align("b", "f", fixed_in=s["a_nudged"], fixed_amount=s["a_shift"],
+                                    fixed_first=0),
+                    (("a_nudged", "a_shift"), {}))
+        s = advance(s, 7, fma_shift("a"))
+        s = advance(s, 8, fma_add())
+        s = advance(s, 9, fma_count(fixed_zeros=0))
+        s = advance(s, 10, fma_normalise())
         kept, round_up, rounded = fma_round("inner")
         exp = s["exp"]
-        low = s["out_part00"]  # 17 x 17 bits: below 2^34
-        low_top = comb(low[30:34] + 1, 5, "out_low_top")
-        outer = Cat(low[0:30], low_top[0:4], s["out_part11"] + low_top[4]).as_signed()
-        middle = s["out_part01"] + s["out_part10"]
-        s = advance(s, 11, (("normalised", "exp", "zero", "sign"), dict(
-            inner_mant=(rounded[0:24] | (rounded[24] << 23), unsigned(24)),
-            inner_exp=(Mux(rounded[24], exp + 1, exp), _EXP),
-            inner_zero=s["zero"], inner_sign=s["sign"], inf_sign=s["sign"],
-            # beyond the float32 range: +-inf; inf + finite = inf, the total saturates
-            inf=~s["zero"] & ((exp > 127) | ((exp == 127) & rounded[24])))), (
-            ("out_part00", "out_part01", "out_part10", "out_part11"), dict(
-                out_nudged=((outer + (middle << 17))[31:64].as_signed(), signed(33)))))
+        exp_plus_1 = comb(exp + 1, _EXP, "inner_exp_plus_1")
+        inner_exp = comb(Mux(rounded[24], exp_plus_1, exp), _EXP, "inner_exp")
+        s = advance(s, 11, exponent_differences(s["a_tp"], exp, exp_plus_1, rounded[24]), (
+            ("normalised", "exp", "zero", "sign"), dict(
+                inner_mant=(rounded[0:24] | (rounded[24] << 23), unsigned(24)),
+                inner_exp=inner_exp,
+                inner_zero=s["zero"], inner_sign=s["sign"], inf_sign=s["sign"],
+                # beyond the float32 range: +-inf; inf + finite = inf, the total saturates
+                inf=~s["zero"] & ((exp > 127) | ((exp == 127) & rounded[24])),
+                a_scaled=s["normalised"][0:32])))
 
-        # Stages 12-17: total = fma(a, SA, inner); the float -> integer rounding shift's input.
-        s = advance(s, 12, fma_align("a", "inner"))
-        s = advance(s, 13, fma_shift())
+        # Stages 12-17: total = fma(a, SA, inner); fixed: operand b's rounding shift, + operand
+        # a's (the wrapping sum), the output's left shift, the output's partial products.
+        s = advance(s, 12, fma_align("a", "inner", fixed_in=s["b_nudged"],
+                                     fixed_amount=s["b_shift"], fixed_first=s["a_scaled"]),
+                    (("b_nudged", "b_shift", "a_scaled"), {}))
+        s = advance(s, 13, fma_shift("b"))
         s = advance(s, 14, fma_add())
-        s = advance(s, 15, fma_count())
+        s = advance(s, 15, fma_count(fixed_zeros=s["out_left"]), (("out_left",), {}))
         s = advance(s, 16, fma_normalise())
         # total = rounded * 2^(exp - 23): its integer part is rounded[14:] >> (9 - exp) for exp
         # in -1..8; 2^9 and above (and inf) saturate, below 2^-1 is 0.
-        # fixed: floor((x * m + 2^30) / 2^31) >> out_right, RoundingDivideByPOT.
         kept, round_up, rounded = fma_round("total")
         low_bits = kept[0:14]
         exp = s["exp"]
         fixed = s["fixed"]
-        s = advance(s, 17, (("normalised", "exp", "zero", "sign", "inf", "inf_sign",
-                             "out_nudged", "out_right"), dict(
-            rounding_in=(Mux(fixed, s["out_nudged"], rounded[14:25]), signed(33)),
-            rounding_amount=(Mux(fixed, s["out_right"], (9 - exp)[0:4]), unsigned(5)),
+        out_operand = s["normalised"][0:32].as_signed()
+        (_, operand_low), (_, operand_high) = multiplier_parts(out_operand)
+        (_, mult_low), (_, mult_high) = multiplier_parts(s["out_mult"])
+        s = advance(s, 17, (("normalised", "exp", "zero", "sign", "inf", "inf_sign"), dict(
+            fp32_rounding_in=(rounded[14:25], unsigned(11)),
+            fp32_amount=(9 - exp)[0:4],
             # rounded[0:14] != 0, without waiting for the carry chain
             low_sticky=~fixed & Mux(round_up, ~low_bits.all(), low_bits.any()),
             saturate=~fixed & (s["inf"] | (exp >= 9)),
             vanish=~fixed & ~s["inf"] & (s["zero"] | (exp < -1)),
-            flip=~fixed & Mux(s["inf"], s["inf_sign"], s["sign"]))))
+            flip=~fixed & Mux(s["inf"], s["inf_sign"], s["sign"]))), (("out_mult",), dict(
+            out_part00=operand_low * mult_low, out_part01=operand_low * mult_high,
+            out_part10=operand_high * mult_low, out_part11=operand_high * mult_high)))
 
-        # Stage 18: the rounding right shift ----------------------------------------------------
-        whole, guard, sticky = shift_right_rounding_bits(s["rounding_in"], s["rounding_amount"])
-        s = advance(s, 18, (("rounding_in", "rounding_amount", "low_sticky"), dict(
+        # Stage 18: fixed: the output product + 2^30, added into the low partial product
+        # (bits 30..33) and its carry into the high one; floor((x * m + 2^30) / 2^31).
+        low = s["out_part00"]  # 17 x 17 bits: below 2^34
+        low_top = comb(low[30:34] + 1, 5, "out_low_top")
+        outer = Cat(low[0:30], low_top[0:4], s["out_part11"] + low_top[4]).as_signed()
+        middle = s["out_part01"] + s["out_part10"]
+        s = advance(s, 18, (("out_part00", "out_part01", "out_part10", "out_part11"), dict(
+            out_high=((outer + (middle << 17))[31:64].as_signed(), signed(33)))))
+
+        # Stage 19: the rounding right shift: fp32 float -> integer, fixed RoundingDivideByPOT --
+        fixed = s["fixed"]
+        whole, guard, sticky = shift_right_rounding_bits(
+            Mux(fixed, s["out_high"], s["fp32_rounding_in"]),
+            Mux(fixed, s["out_right"], s["fp32_amount"]))
+        s = advance(s, 19, (("out_high", "out_right", "fp32_rounding_in", "fp32_amount",
+                             "low_sticky"), dict(
             whole=whole, guard=guard, sticky=sticky | s["low_sticky"])))
 
-        # Stage 19: round (fp32: half to even, fixed: half away from zero), sign, saturate ------
+        # Stage 20: round (fp32: half to even, fixed: half away from zero), sign, saturate ------
         # fp32 rounds the magnitude and then negates: -(w + r) = ~w + (1 - r).
         whole, fixed, flip = s["whole"], s["fixed"], s["flip"]
         negative = whole[32]
@@ -403,10 +433,10 @@ class QuantizedAdder(wiring.Component):
             m.d.comb += value.eq(Mux(flip | negative, -1024, 1023))
         with m.Else():
             m.d.comb += value.eq(Mux(flip, ~narrow, narrow) + (round_up ^ flip))
-        s = advance(s, 19, (("whole", "guard", "sticky", "flip", "saturate", "vanish"),
+        s = advance(s, 20, (("whole", "guard", "sticky", "flip", "saturate", "vanish"),
                             dict(value=value)))
 
-        # Stage 20: output offset (zero point, or -128 for uint8 codes) and clip ----------------
+        # Stage 21: output offset (zero point, or -128 for uint8 codes) and clip ----------------
         total = comb(s["value"] + s["offset"], signed(13), "offset_value")
         low = Mux(s["lo"] > -128, s["lo"], -128)
         high = Mux(s["hi"] < 127, s["hi"], 127)
@@ -418,8 +448,8 @@ class QuantizedAdder(wiring.Component):
         with m.Else():
             m.d.comb += clipped.eq(total)
         m.d.comb += [
-            self.outputs.valid.eq(reg(s["valid"], "valid", 20)),
-            self.outputs.payload.value.eq(reg(clipped, "value", 20)),
-            self.outputs.payload.error.eq(reg(s["error"], "error", 20)),
+            self.outputs.valid.eq(reg(s["valid"], "valid", 21)),
+            self.outputs.payload.value.eq(reg(clipped, "value", 21)),
+            self.outputs.payload.error.eq(reg(s["error"], "error", 21)),
         ]
         return m

@@ -36,7 +36,6 @@ from .arith import (
     leading_zeros,
     multiplier_parts,
     round_half_even,
-    shift_left_largest_first,
     shift_right_rounding_bits,
 )
 
@@ -110,8 +109,7 @@ class Requantizer(wiring.Component):
                     error=Mux(p.fixed, bad_fixed, bad_scale),
                     value=(Mux(negative & ~p.fixed, -p.acc, p.acc)[0:32], 32),
                     # a legal shift fits in its low 6 bits
-                    left_amount=(Mux(p.fixed, Mux(p.shift[31], 0, p.shift[0:5]), zeros),
-                                 6),
+                    left_amount=(Mux(p.fixed, Mux(p.shift[31], 0, p.shift[0:5]), zeros), 6),
                     right=(Mux(p.shift[31], -p.shift[0:5], 0)[0:5], 5),
                     sign=p.acc[31], zero=p.acc == 0,
                     scale_exp=scale_exponent,
@@ -120,8 +118,7 @@ class Requantizer(wiring.Component):
 
         # Stage 2: the left shift: fp32 normalises |acc|, fixed shifts by ``left`` (wrapping) -
         s = advance(s, 2, drop=("value", "left_amount", "scale_exp"),
-                    shifted=(shift_left_largest_first(Cat(s["value"], Const(0, 1)),
-                                                      s["left_amount"]), 33),
+                    shifted=((s["value"] << s["left_amount"])[0:33], 33),
                     # the exponent of the float32 product's leading bit, but for two carries
                     exp=(s["scale_exp"] - 96 - s["left_amount"], _EXP))
 
