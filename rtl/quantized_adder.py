@@ -97,7 +97,7 @@ adder_input_layout = data.StructLayout({
 
 adder_output_layout = data.StructLayout({"value": signed(8), "error": 1})
 
-_GUARD = 3      # window bits below the larger operand's 32-bit mantissa (lowest: sticky)
+_GUARD = 3      # window bits below the first operand's 32-bit mantissa (lowest: sticky)
 _WINDOW = 36    # 32 + _GUARD bits and one carry bit
 _MAX_ALIGN = 40  # shifting further than this leaves only the sticky bit
 _EXP = signed(10)  # unbiased exponent of the leading bit; values lie in -170..140
@@ -438,8 +438,7 @@ class QuantizedAdder(wiring.Component):
 
         # Stage 21: output offset (zero point, or -128 for uint8 codes) and clip ----------------
         total = comb(s["value"] + s["offset"], signed(13), "offset_value")
-        low = Mux(s["lo"] > -128, s["lo"], -128)
-        high = Mux(s["hi"] < 127, s["hi"], 127)
+        low, high = s["lo"], s["hi"]  # int8: within -128..127 already
         clipped = Signal(signed(8))
         with m.If(total < low):
             m.d.comb += clipped.eq(low)

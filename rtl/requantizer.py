@@ -9,7 +9,7 @@ fp32 mode (``golden.quant.requantize_fp32``), written out in ordinary RTL:
    nothing: they round to the integer 0 in the next step either way;
 4. float32 -> integer, rounded half to even; magnitudes of 2^9 and more saturate (no int8 result
    plus a zero point can reach them);
-5. add the zero point, clip to [max(-128, clip_lo), min(127, clip_hi)].
+5. add the zero point, clip to [clip_lo, clip_hi] (int8, so within -128..127).
 
 fixed mode (``golden.quant.requantize_fixed``): left shift (wrapping in 32 bits), the 32 x 31-bit
 product x * m, SaturatingRoundingDoublingHighMul (for a multiplier m >= 0 exactly
@@ -53,7 +53,7 @@ requant_input_layout = data.StructLayout({
 
 requant_output_layout = data.StructLayout({"value": signed(8), "error": 1})
 
-_EXP = signed(10)  # unbiased exponents: -126 - 32 .. 127 + 32 + 2
+_EXP = signed(10)  # unbiased exponents of the product: -126..160
 
 
 class Requantizer(wiring.Component):
@@ -96,8 +96,8 @@ class Requantizer(wiring.Component):
 
         # Stage 1: decode; fp32: |acc| and its leading zeros (fixed: acc and the left shift) ----
         # The leading zeros are counted on acc, or ~acc = |acc| - 1 when acc < 0 (in parallel
-        # with the negation): one too many when |acc| is a power of two, which stage 2 sees as a
-        # shift that carries out of the 32 bits.
+        # with the negation): one too many when |acc| is a power of two, which then shifts out
+        # of the 32 bits into bit 32 (stage 3 takes it as a carry).
         scale_exponent = p.scale[23:31]
         bad_scale = p.scale[31] | (scale_exponent == 0) | (scale_exponent == 0xFF)
         bad_fixed = p.scale[31] | ~in_range(p.shift, -31, 30)
@@ -111,7 +111,7 @@ class Requantizer(wiring.Component):
                     # a legal shift fits in its low 6 bits
                     left_amount=(Mux(p.fixed, Mux(p.shift[31], 0, p.shift[0:5]), zeros), 6),
                     right=(Mux(p.shift[31], -p.shift[0:5], 0)[0:5], 5),
-                    sign=p.acc[31], zero=p.acc == 0,
+                    sign=negative, zero=p.acc == 0,
                     scale_exp=scale_exponent,
                     # the multiplier's second operand: the multiplier, or the scale's mantissa
                     mult=(Mux(p.fixed, p.scale[0:31], Cat(p.scale[0:23], Const(1, 1))), 31))
@@ -202,8 +202,7 @@ class Requantizer(wiring.Component):
 
         # Stage 9: zero point and clip -------------------------------------------------------
         total = comb(s["value"] + s["zp"], signed(13), "total")
-        low = Mux(s["lo"] > -128, s["lo"], -128)
-        high = Mux(s["hi"] < 127, s["hi"], 127)
+        low, high = s["lo"], s["hi"]  # int8: within -128..127 already
         clipped = Signal(signed(8))
         with m.If(total < low):
             m.d.comb += clipped.eq(low)
