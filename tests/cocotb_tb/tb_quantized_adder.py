@@ -1,7 +1,7 @@
 """cocotb testbench of rtl.quantized_adder.QuantizedAdder against golden.quant, both modes, with
 the operand/result offsets and the clip of golden.machine's VECTOR ADD: realistic random scales,
 float and integer rounding ties, cancellation, saturation, extreme scale ratios, overflow to inf,
-fixed mode with shifts at both ends, bad parameters."""
+fixed mode with shifts at both ends, both modes interleaved, bad parameters."""
 
 
 import cocotb
@@ -317,6 +317,35 @@ async def fixed_mode_random_and_shift_extremes(dut):
                                 a_mult=mult(), a_shift=shift(), b_mult=mult(), b_shift=shift(),
                                 out_mult=mult(), out_shift=shift()))
     await check(tb, cases, expected=golden_fixed_element)
+
+
+@cocotb.test()
+async def mixed_modes(dut):
+    """fp32 and fixed elements interleaved at random: the mode travels with each element through
+    the shared multipliers and shifters."""
+    tb = TB(dut)
+    await tb.start()
+    rng = tb.rng
+    cases, expected = [], []
+    for _ in range(2000):
+        if rng.random() < 0.5:
+            case = random_scales_case(rng)
+            expected.append(golden_fp32_element(case))
+        else:
+            def shift():
+                return int(rng.choice([-31, 30, 0, -1, int(rng.integers(-31, 31))]))
+
+            def mult():
+                return int(rng.choice([(1 << 31) - 1, int(rng.integers(0, 1 << 31))]))
+
+            case = fixed_case(rng, left_shift=int(rng.integers(0, 25)), a_mult=mult(),
+                              a_shift=shift(), b_mult=mult(), b_shift=shift(), out_mult=mult(),
+                              out_shift=shift())
+            expected.append(golden_fixed_element(case))
+        cases.append(case)
+    values, errors = await tb.run(cases)
+    np.testing.assert_array_equal(errors, np.zeros(len(cases), np.int64))
+    np.testing.assert_array_equal(values, np.array(expected, np.int8))
 
 
 @cocotb.test()

@@ -1,5 +1,6 @@
 """cocotb testbench of rtl.requantizer.Requantizer against golden.quant, both modes: dense random
-values, rounding ties, int32 -> float32 rounding, saturation, shifts at both ends, bad params."""
+values, rounding ties, int32 -> float32 rounding, saturation, shifts at both ends, both modes
+interleaved, bad params."""
 
 
 import cocotb
@@ -127,6 +128,31 @@ async def fixed_mode_random_and_shift_extremes(dut):
                                    for a, m, s, z, l, h in zip(acc, mult, shift, zp, lo, hi, strict=True)])
     assert not errors.any()
     np.testing.assert_array_equal(values, golden_fixed(acc, mult, shift, zp, lo, hi))
+
+
+@cocotb.test()
+async def mixed_modes(dut):
+    """fp32 and fixed values interleaved at random: the mode travels with each value through the
+    shared shifters and multiplier."""
+    tb = TB(dut)
+    await tb.start()
+    rng = tb.rng
+    n = 2000
+    fixed = rng.random(n) < 0.5
+    acc = (rng.integers(-(1 << 31), 1 << 31, n) >> rng.integers(0, 32, n)).astype(np.int32)
+    scale = (10.0 ** rng.uniform(-9, 1, n)).astype(np.float32)
+    mult = rng.integers(0, 1 << 31, n)
+    shift = rng.integers(-31, 31, n)
+    zp = rng.integers(-128, 128, n)
+    lo, hi = random_clip(rng, n)
+    cases = [(a, 1, mu, sh, z, l, h) if f else (a, 0, int(b), 0, z, l, h)
+             for f, a, b, mu, sh, z, l, h in zip(fixed, acc, scale.view(np.uint32), mult, shift,
+                                                 zp, lo, hi, strict=True)]
+    values, errors = await tb.run(cases)
+    assert not errors.any()
+    expected = np.where(fixed, golden_fixed(acc, mult, shift, zp, lo, hi),
+                        golden_fp32(acc, scale, zp, lo, hi))
+    np.testing.assert_array_equal(values, expected)
 
 
 @cocotb.test()
