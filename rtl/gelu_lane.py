@@ -1,27 +1,37 @@
-"""One lane of VECTOR GELU, bit-exact with ``golden.intops.gelu`` (nine pipeline stages).
+"""One lane of VECTOR GELU, bit-exact with ``golden.intops.gelu`` (22 pipeline stages).
 
 With ``[Mi, Si, Mo, So, zp] = params`` (``golden.intops.gelu_params``) and the hard-wired
-``A = 553019989``, ``B = 42415`` (see docs/integer_ops.md):
+``A = 553019989``, ``B = 42415`` (see docs/integer_ops.md). Every product wider than one
+MULT18X18D is split into tiles (``rtl.tiled_product``): one stage registers the tile products,
+two more sum them (one adder level per stage), so no adder follows a multiplier in a cycle and no
+two wide carry chains are chained.
 
-1. ``x * Mi``: 32 x 31-bit product, 63 bits signed (registered);
-2. ``w = clip((x * Mi) >> Si, +-(2**31 - 1))``: a 6-bit arithmetic barrel shift, then the clip
-   (32 bits signed);
-3. ``h = B - min(|w| >> 6, B)``: 16 bits;
-4. ``h * h``: 16 x 16-bit product, < 2**31 (registered);
-5. ``A * h**2``: 30 x 31-bit product with a constant, < 2**60 (registered);
-6. ``P = (A * h**2) >> 31`` (29 bits) and the gate ``g = 2**30 - P`` if ``w >= 0`` else ``P``
-   (31 bits);
-7. ``w * g``: 32 x 31-bit product, |w * g| < 2**61 (registered);
-8. ``t * Mo`` with ``t = (w * g) >> 30`` (a bit slice, 32 bits signed): 32 x 31-bit product,
-   |t * Mo| < 2**62 (registered);
-9. ``y = saturate(((t * Mo + 2**(So - 1)) >> So) + zp)``, computed as
-   ``((t * Mo >> (So - 1)) + 1) >> 1`` (the same value: adding 2**(So-1) before a floor shift by
-   So equals shifting by So - 1, adding 1 and shifting by 1), so that the rounding adder is 30
-   bits wide instead of 63: ``So - 1`` is ``33 + k`` with ``k = So - 34`` in 0..18, a fixed shift
-   and a 5-bit barrel shift.
+1. the inputs, registered (``x``, the params, ``error``; ``2 * zp + 1`` for stage 21);
+2. - 4. ``x * Mi``: 32 x 31-bit product, 63 bits signed (4 tiles);
+5. ``(x * Mi) >> Si``: a 63-bit arithmetic barrel shift by 0..62;
+6. ``w``, clipped to ``-2**30 .. 2**30 - 1`` (31 bits signed). Golden clips to ``+-(2**31 - 1)``;
+   both give the same output: for ``|w| >= 2**22`` the erf polynomial is 0 (``h = 0``), so a
+   negative ``w`` gives ``t = 0`` and a positive one ``t = w``, and ``w >= 2**30 - 1`` saturates
+   the output to 127 (``t * Mo >> So >= 2**60 >> 52``, then ``+ zp >= 128``);
+7. ``|w|`` (31 bits) and ``max(w, 0)`` (30 bits);
+8. ``h = B - min(|w| >> 6, B)``: 16 bits;
+9. ``h * h``: < 2**31 (one tile);
+10. - 12. ``A * h**2``: < 2**60 (4 tiles); ``P = (A * h**2) >> 31`` is its bits 31..59;
+13. - 15. ``u = |w| * P``: only ``|w| < 64 * B < 2**22`` gives ``P > 0``, so ``|w|``'s low 22
+    bits suffice: 22 x 29-bit product (4 tiles);
+16. ``t = (w * g) >> 30`` with the gate ``g = 2**30 - P`` if ``w >= 0`` else ``P``, computed as
+    ``t = ((max(w, 0) << 30) - u) >> 30`` (``w * g`` is ``(w << 30) - |w| * P`` for ``w >= 0`` and
+    ``-|w| * P`` otherwise): ``-2**21 < t < 2**30``, 31 bits signed;
+17. - 19. ``t * Mo``: 31 x 31-bit product, |t * Mo| < 2**61 (4 tiles);
+20. ``q = (t * Mo) >> (So - 1)``: ``So - 1`` is ``33 + k`` with ``k = So - 34`` in 0..18, a fixed
+    shift and a 5-bit barrel shift (29 bits signed);
+21. ``q + 2 * zp + 1``;
+22. ``y = saturate(((t * Mo + 2**(So - 1)) >> So) + zp)``, which is stage 21's sum shifted right
+    by one (adding 2**(So-1) before a floor shift by So equals shifting by So - 1, adding 1 and
+    shifting by 1; the even ``2 * zp`` commutes with the last shift).
 
-Every product is registered before the adds or shifts that use it. The parameters travel with
-each value (one payload per value), so consecutive values may use different parameters.
+The parameters travel with each value (one payload per value), so consecutive values may use
+different parameters. 17 MULT18X18D.
 
 ``error`` is 1 when the parameters are outside the ranges ``golden.intops.gelu`` accepts
 (``Mi``, ``Mo`` outside 2**30 .. 2**31 - 1, ``Si`` outside 0..62, ``So`` outside 34..52, ``zp``
@@ -29,11 +39,20 @@ outside -128..127; the instruction stops with ILLEGAL_INSTRUCTION); the value is
 meaningless.
 """
 
-from amaranth import Module, Mux, Signal, signed, unsigned
+from amaranth import Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from golden.intops import GELU_ERF_A, GELU_ERF_B, GELU_GATE_BITS, GELU_PARAM_COUNT
+from golden.intops import (
+    GELU_ERF_A,
+    GELU_ERF_B,
+    GELU_FRAC_BITS,
+    GELU_GATE_BITS,
+    GELU_PARAM_COUNT,
+    GELU_POLY_FRAC_BITS,
+)
+
+from .tiled_product import tiled_product
 
 __all__ = ["GeluLane", "gelu_input_layout", "gelu_output_layout"]
 
@@ -44,7 +63,9 @@ gelu_input_layout = data.StructLayout({
 
 gelu_output_layout = data.StructLayout({"value": signed(8), "error": 1})
 
-_LIMIT = (1 << 31) - 1          # the clip of w
+_W_BITS = 31                    # w, clipped to -2**30 .. 2**30 - 1
+_W_LIMIT = 1 << (_W_BITS - 1)
+_ERF_BITS = 22                  # |w| < 2**22 where the erf polynomial is not 0
 _SO_MIN, _SO_MAX = 34, 52       # output shift range (golden.intops._gelu_constants)
 
 
@@ -64,12 +85,13 @@ class GeluLane(wiring.Component):
     inputs: In(stream.Signature(gelu_input_layout))
     outputs: Out(stream.Signature(gelu_output_layout))
 
-    latency = 9
+    latency = 22
 
     def elaborate(self, platform):
         m = Module()
         en = Signal()
         m.d.comb += [en.eq(~self.outputs.valid | self.outputs.ready), self.inputs.ready.eq(en)]
+        index = 0  # the stage being built
 
         def stage(shape, value, name):
             reg = Signal(shape, name=name)
@@ -77,71 +99,76 @@ class GeluLane(wiring.Component):
                 m.d.sync += reg.eq(value)
             return reg
 
-        def carry(previous, index, names):
-            return {name: stage(previous[name].shape(), previous[name], f"{name}_{index}")
-                    for name in names}
+        def advance(carried, **new):
+            """The next stage: registers of ``carried`` (a dict of registers) and of ``new``
+            (name: (shape, value))."""
+            nonlocal index
+            index += 1
+            return ({name: stage(reg.shape(), reg, f"{name}_{index}")
+                     for name, reg in carried.items()}
+                    | {name: stage(shape, value, f"{name}_{index}")
+                       for name, (shape, value) in new.items()})
+
+        def multiply(carried, a, b, name):
+            """(``carried`` moved along the stages of ``a * b``, the registered product)."""
+            result, stages = tiled_product(stage, a, b, name=f"{name}_{index + 1}")
+            for _ in range(stages):
+                carried = advance(carried)
+            return carried, result
+
+        def keep(carried, *names):
+            return {name: carried[name] for name in names}
 
         p = self.inputs.payload
         mi, si, mo, so, zp = (p.params[i] for i in range(GELU_PARAM_COUNT))
         bad = ~(_multiplier_ok(mi) & _in_range(si, 0, 62) & _multiplier_ok(mo)
                 & _in_range(so, _SO_MIN, _SO_MAX) & _in_range(zp, -128, 127))
-        common = ("valid", "error", "mo", "k", "zp")
+        common = ("valid", "error", "mo", "k", "zp2")
 
-        # Stage 1: x * Mi -------------------------------------------------------------------------
-        s1 = {
-            "valid": stage(1, self.inputs.valid, "valid_1"),
-            "error": stage(1, bad, "error_1"),
-            "si": stage(6, si[0:6], "si_1"),
-            "mo": stage(31, mo[0:31], "mo_1"),
-            "k": stage(5, (so - _SO_MIN)[0:5], "k_1"),
-            "zp": stage(signed(8), zp[0:8], "zp_1"),
-            "xm": stage(signed(63), p.x * mi[0:31], "xm_1"),
-        }
+        # 1: the inputs ----------------------------------------------------------------------------
+        s = advance({}, valid=(1, self.inputs.valid), error=(1, bad), x=(signed(32), p.x),
+                    mi=(31, mi[0:31]), si=(6, si[0:6]), mo=(31, mo[0:31]),
+                    k=(5, (so - _SO_MIN)[0:5]), zp2=(signed(9), Cat(Const(1, 1), zp[0:8])))
 
-        # Stage 2: w = clip((x * Mi) >> Si) -------------------------------------------------------
-        shifted = Signal(signed(63))
-        m.d.comb += shifted.eq(s1["xm"] >> s1["si"])
-        clipped = Mux(shifted > _LIMIT, _LIMIT, Mux(shifted < -_LIMIT, -_LIMIT, shifted))
-        s2 = carry(s1, 2, common) | {"w": stage(signed(32), clipped, "w_2")}
+        # 2-4: x * Mi; 5: >> Si; 6: w, clipped --------------------------------------------------
+        s, xm = multiply(keep(s, *common, "si"), s["x"], s["mi"], "xm")
+        s = advance(keep(s, *common), shifted=(signed(63), xm >> s["si"]))
+        high = s["shifted"][_W_BITS - 1:]  # all equal: w fits
+        fits = (high == 0) | (high == (1 << len(high)) - 1)
+        clipped = Mux(fits, s["shifted"][0:_W_BITS], Mux(high[-1], -_W_LIMIT, _W_LIMIT - 1))
+        s = advance(keep(s, *common), w=(signed(_W_BITS), clipped))
 
-        # Stage 3: h = B - min(|w| >> 6, B) -------------------------------------------------------
-        magnitude = Signal(31)
-        m.d.comb += magnitude.eq(Mux(s2["w"] < 0, -s2["w"], s2["w"]))
-        scaled = magnitude[6:]  # |w| >> 6 (GELU_FRAC_BITS - GELU_POLY_FRAC_BITS)
-        h = Mux(scaled > GELU_ERF_B, 0, GELU_ERF_B - scaled)
-        s3 = carry(s2, 3, (*common, "w")) | {"h": stage(16, h, "h_3")}
+        # 7: |w|, max(w, 0); 8: h = B - min(|w| >> 6, B); 9: h * h; 10-12: A * h**2 -------------
+        negative = s["w"] < 0
+        s = advance(keep(s, *common), magnitude=(_W_BITS, Mux(negative, -s["w"], s["w"])),
+                    positive=(_W_BITS - 1, Mux(negative, 0, s["w"][0:_W_BITS - 1])))
+        scaled = s["magnitude"][GELU_FRAC_BITS - GELU_POLY_FRAC_BITS:_ERF_BITS]  # |w| >> 6
+        far = s["magnitude"][_ERF_BITS:].any()  # |w| >= 2**22: h = 0
+        h = Mux(far | (scaled > GELU_ERF_B), 0, GELU_ERF_B - scaled)
+        s = advance(keep(s, *common, "positive"), h=(16, h),
+                    near=(_ERF_BITS, s["magnitude"][0:_ERF_BITS]))
+        s, hh = multiply(keep(s, *common, "positive", "near"), s["h"], s["h"], "hh")
+        s, ahh = multiply(s, GELU_ERF_A, hh[0:31], "ahh")
 
-        # Stage 4: h * h ---------------------------------------------------------------------------
-        s4 = carry(s3, 4, (*common, "w")) | {"hh": stage(31, s3["h"] * s3["h"], "hh_4")}
+        # 13-15: u = |w| * P; 16: t = ((max(w, 0) << 30) - u) >> 30 ---------------------------
+        s, u = multiply(keep(s, *common, "positive"), s["near"], ahh[31:60], "u")
+        gated = Cat(Const(0, GELU_GATE_BITS), s["positive"]) - u
+        s = advance(keep(s, *common), t=(signed(_W_BITS), gated[GELU_GATE_BITS:]))
 
-        # Stage 5: A * h**2 ------------------------------------------------------------------------
-        s5 = carry(s4, 5, (*common, "w")) | {"ahh": stage(60, s4["hh"] * GELU_ERF_A, "ahh_5")}
-
-        # Stage 6: the gate g ---------------------------------------------------------------------
-        poly = s5["ahh"][31:60]  # P, 29 bits
-        gate = Mux(s5["w"] >= 0, (1 << GELU_GATE_BITS) - poly, poly)
-        s6 = carry(s5, 6, (*common, "w")) | {"g": stage(unsigned(31), gate, "g_6")}
-
-        # Stage 7: w * g ---------------------------------------------------------------------------
-        s7 = carry(s6, 7, common) | {"wg": stage(signed(62), s6["w"] * s6["g"], "wg_7")}
-
-        # Stage 8: t * Mo, t = (w * g) >> 30 ------------------------------------------------------
-        t = s7["wg"][GELU_GATE_BITS:62].as_signed()
-        s8 = carry(s7, 8, ("valid", "error", "k", "zp")) | {
-            "tm": stage(signed(63), t * s7["mo"], "tm_8")}
-
-        # Stage 9: round, zero point, saturate ----------------------------------------------------
-        quotient = Signal(signed(30))  # (t * Mo) >> (So - 1), |.| < 2**29
-        m.d.comb += quotient.eq((s8["tm"] >> (_SO_MIN - 1)) >> s8["k"])
-        total = Signal(signed(31))
-        m.d.comb += total.eq(((quotient + 1) >> 1) + s8["zp"])
-        saturated = Mux(total > 127, 127, Mux(total < -128, -128, total))
-        out_valid = stage(1, s8["valid"], "valid_9")
-        out_value = stage(signed(8), saturated, "value_9")
-        out_error = stage(1, s8["error"], "error_9")
+        # 17-19: t * Mo; 20: q = (t * Mo) >> (So - 1); 21: q + 2 * zp + 1; 22: saturate ------
+        s, tm = multiply(keep(s, "valid", "error", "k", "zp2"), s["t"], s["mo"], "tm")
+        quotient = tm[_SO_MIN - 1:].as_signed() >> s["k"]
+        s = advance(keep(s, "valid", "error", "zp2"), quotient=(signed(len(tm) - _SO_MIN + 1),
+                                                               quotient))
+        s = advance(keep(s, "valid", "error"),
+                    total=(signed(len(s["quotient"]) + 1), s["quotient"] + s["zp2"]))
+        rounded = s["total"] >> 1
+        s = advance(keep(s, "valid", "error"), value=(signed(8), Mux(
+            rounded > 127, 127, Mux(rounded < -128, -128, rounded))))
+        assert index == self.latency
         m.d.comb += [
-            self.outputs.valid.eq(out_valid),
-            self.outputs.payload.value.eq(out_value),
-            self.outputs.payload.error.eq(out_error),
+            self.outputs.valid.eq(s["valid"]),
+            self.outputs.payload.value.eq(s["value"]),
+            self.outputs.payload.error.eq(s["error"]),
         ]
         return m

@@ -1,0 +1,94 @@
+"""Products wider than one ECP5 MULT18X18D, split into multiplier-sized tiles and summed over
+pipeline stages (used by the GELU lane and the softmax unit).
+
+A MULT18X18D multiplies two 18-bit signed operands, so a tile operand is a 17-bit unsigned chunk
+of an operand, or the top chunk of a signed operand (at most 18 bits, signed). Every tile product
+is registered straight out of its multiplier; an adder tree then sums the tiles with a register
+after every level (each adder is one carry chain starting where its two terms overlap: the low
+bits of the lower term pass through). The operands must come from registers.
+"""
+
+from itertools import product
+
+from amaranth import Cat, Const, Shape, Value
+
+__all__ = ["TILE_BITS", "tiled_product"]
+
+TILE_BITS = 17  # unsigned bits of a tile operand
+
+
+def _range_shape(low: int, high: int) -> Shape:
+    return Shape.cast(range(low, high + 1))
+
+
+def _extend(value, width: int):
+    """``value`` sign- or zero-extended to at least ``width`` bits."""
+    if len(value) >= width:
+        return value
+    if value.shape().signed:
+        return Cat(value, value[-1].replicate(width - len(value))).as_signed()
+    return Cat(value, Const(0, width - len(value)))
+
+
+def _chunks(operand):
+    """[(chunk, offset, low, high)]: the tile operands of ``operand`` (a Value, or a non-negative
+    int) and the range of each. Constant chunks that are zero are left out."""
+    if isinstance(operand, int):
+        assert operand >= 0
+        return [(chunk, offset, chunk, chunk)
+                for offset in range(0, max(operand.bit_length(), 1), TILE_BITS)
+                if (chunk := operand >> offset & (1 << TILE_BITS) - 1)]
+    value = Value.cast(operand)
+    shape = value.shape()
+    chunks, offset = [], 0
+    while True:
+        rest = shape.width - offset
+        if shape.signed and rest <= TILE_BITS + 1:
+            top = value[offset:].as_signed()
+            return chunks + [(top, offset, -(1 << (rest - 1)), (1 << (rest - 1)) - 1)]
+        if not shape.signed and rest <= TILE_BITS:
+            return chunks + [(value[offset:], offset, 0, (1 << rest) - 1)]
+        chunks.append((value[offset:offset + TILE_BITS], offset, 0, (1 << TILE_BITS) - 1))
+        offset += TILE_BITS
+
+
+def tiled_product(stage, a, b, *, name: str):
+    """``a * b`` through registers: (the registered product, the number of register stages).
+
+    ``stage(shape, value, name)`` makes one pipeline register. ``a`` and ``b`` are registered
+    Values (or one of them an int constant). The first stage registers the tile products, each
+    further stage one level of the adder tree.
+    """
+    terms = []
+    for index, ((va, oa, la, ha), (vb, ob, lb, hb)) in enumerate(product(_chunks(a), _chunks(b))):
+        corners = (la * lb, la * hb, ha * lb, ha * hb)
+        low, high = min(corners), max(corners)
+        terms.append((stage(_range_shape(low, high), va * vb, f"{name}_p{index}"),
+                      oa + ob, low, high))
+    stages, level = 1, 0
+    while len(terms) > 1:
+        terms.sort(key=lambda term: term[1])
+        summed = []
+        for index in range(0, len(terms), 2):
+            if index + 1 == len(terms):
+                value, offset, low, high = terms[index]
+            else:
+                (va, oa, la, ha), (vb, ob, lb, hb) = terms[index], terms[index + 1]
+                shift = ob - oa
+                va = _extend(va, shift + 1)
+                upper = (va >> shift) + vb  # the sum above bit ``shift``; below it ``va`` alone
+                value = Cat(va[:shift], upper)
+                if upper.shape().signed:
+                    value = value.as_signed()
+                offset, low, high = oa, la + (lb << shift), ha + (hb << shift)
+            summed.append((stage(_range_shape(low, high), value, f"{name}_s{level}_{index // 2}"),
+                           offset, low, high))
+        terms = summed
+        stages += 1
+        level += 1
+    value, offset, _, _ = terms[0]
+    if offset:
+        value = Cat(Const(0, offset), value)
+        if terms[0][2] < 0:
+            value = value.as_signed()
+    return value, stages
