@@ -1,4 +1,4 @@
-"""One lane of VECTOR GELU, bit-exact with ``golden.intops.gelu`` (22 pipeline stages).
+"""One lane of VECTOR GELU, bit-exact with ``golden.intops.gelu`` (20 pipeline stages).
 
 With ``[Mi, Si, Mo, So, zp] = params`` (``golden.intops.gelu_params``) and the hard-wired
 ``A = 553019989``, ``B = 42415`` (see docs/integer_ops.md). Every product wider than one
@@ -6,29 +6,33 @@ MULT18X18D is split into tiles (``rtl.tiled_product``): one stage registers the 
 two more sum them (one adder level per stage), so no adder follows a multiplier in a cycle and no
 two wide carry chains are chained.
 
-1. the inputs, registered (``x``, the params, ``error``; ``2 * zp + 1`` for stage 21);
+1. the inputs, registered (``x``, the params, ``error``; ``2 * zp + 1`` for stage 20);
 2. - 4. ``x * Mi``: 32 x 31-bit product, 63 bits signed (4 tiles);
-5. ``(x * Mi) >> Si``: a 63-bit arithmetic barrel shift by 0..62;
-6. ``w``, clipped to ``-2**30 .. 2**30 - 1`` (31 bits signed). Golden clips to ``+-(2**31 - 1)``;
-   both give the same output: for ``|w| >= 2**22`` the erf polynomial is 0 (``h = 0``), so a
-   negative ``w`` gives ``t = 0`` and a positive one ``t = w``, and ``w >= 2**30 - 1`` saturates
-   the output to 127 (``t * Mo >> So >= 2**60 >> 52``, then ``+ zp >= 128``);
-7. ``|w|`` (31 bits) and ``max(w, 0)`` (30 bits);
-8. ``h = B - min(|w| >> 6, B)``: 16 bits;
-9. ``h * h``: < 2**31 (one tile);
-10. - 12. ``A * h**2``: < 2**60 (4 tiles); ``P = (A * h**2) >> 31`` is its bits 31..59;
-13. - 15. ``u = |w| * P``: only ``|w| < 64 * B < 2**22`` gives ``P > 0``, so ``|w|``'s low 22
+5. ``(x * Mi) >> (8 * (Si >> 3))``, a 63-bit arithmetic shift by a multiple of 8;
+6. ``>> (Si & 7)``: the low 31 bits of ``(x * Mi) >> Si``, and whether ``w``, clipped to
+   ``-2**30 .. 2**30 - 1`` (31 bits signed), needs no clip: stage 5's bits from ``30 + (Si & 7)``
+   up all equal (one flag per ``Si & 7``, then a multiplexer). Golden clips to
+   ``+-(2**31 - 1)``; both give the same output: for ``|w| >= 2**22`` the erf polynomial is 0
+   (``h = 0``), so a negative ``w`` gives ``t = 0`` and a positive one ``t = w``, and
+   ``w >= 2**30 - 1`` saturates the output to 127 (``t * Mo >> So >= 2**60 >> 52``, then
+   ``+ zp >= 128``);
+7. ``h = B - min(|w| >> 6, B)`` (16 bits) in one adder (``|w| >> 6`` is ``w >> 6`` or its
+   complement, plus a carry in), ``|w|``'s low 22 bits and ``max(w, 0)`` (30 bits); a clipped ``w``
+   gives ``h = 0`` and ``max(w, 0)`` 0 or ``2**30 - 1``;
+8. ``h * h``: < 2**31 (one multiplier);
+9. - 11. ``A * h**2``: < 2**60 (4 tiles); ``P = (A * h**2) >> 31`` is its bits 31..59;
+12. - 14. ``u = |w| * P``: only ``|w| < 64 * B < 2**22`` gives ``P > 0``, so ``|w|``'s low 22
     bits suffice: 22 x 29-bit product (4 tiles);
-16. ``t = (w * g) >> 30`` with the gate ``g = 2**30 - P`` if ``w >= 0`` else ``P``, computed as
+15. ``t = (w * g) >> 30`` with the gate ``g = 2**30 - P`` if ``w >= 0`` else ``P``, computed as
     ``t = ((max(w, 0) << 30) - u) >> 30`` (``w * g`` is ``(w << 30) - |w| * P`` for ``w >= 0`` and
-    ``-|w| * P`` otherwise): ``-2**21 < t < 2**30``, 31 bits signed;
-17. - 19. ``t * Mo``: 31 x 31-bit product, |t * Mo| < 2**61 (4 tiles);
-20. ``q = (t * Mo) >> (So - 1)``: ``So - 1`` is ``33 + k`` with ``k = So - 34`` in 0..18, a fixed
+    ``-|w| * P`` otherwise), a 31-bit subtraction whose borrow in is ``u mod 2**30 != 0``:
+    ``-2**21 < t < 2**30``, 31 bits signed;
+16. - 18. ``t * Mo``: 31 x 31-bit product, |t * Mo| < 2**61 (4 tiles);
+19. ``q = (t * Mo) >> (So - 1)``: ``So - 1`` is ``33 + k`` with ``k = So - 34`` in 0..18, a fixed
     shift and a 5-bit barrel shift (29 bits signed);
-21. ``q + 2 * zp + 1``;
-22. ``y = saturate(((t * Mo + 2**(So - 1)) >> So) + zp)``, which is stage 21's sum shifted right
-    by one (adding 2**(So-1) before a floor shift by So equals shifting by So - 1, adding 1 and
-    shifting by 1; the even ``2 * zp`` commutes with the last shift).
+20. ``y = saturate(((t * Mo + 2**(So - 1)) >> So) + zp)``, which is ``(q + 2 * zp + 1) >> 1``
+    saturated (adding 2**(So-1) before a floor shift by So equals shifting by So - 1, adding 1
+    and shifting by 1; the even ``2 * zp`` commutes with the last shift): one adder.
 
 The parameters travel with each value (one payload per value), so consecutive values may use
 different parameters. 17 MULT18X18D.
@@ -75,7 +79,14 @@ def _multiplier_ok(value):
 
 
 def _in_range(value, low: int, high: int):
-    return (value >= low) & (value <= high)
+    """low <= value <= high for a signed value and small bounds, without comparators as wide
+    as ``value``: its bits above the bounds' width are a sign extension, and the narrow
+    value is within the bounds."""
+    width = max(low.bit_length(), high.bit_length()) + 1
+    extension = value[width - 1:]
+    narrow = value[0:width].as_signed()
+    return (((extension == 0) | (extension == (1 << len(extension)) - 1))
+            & (narrow >= low) & (narrow <= high))
 
 
 class GeluLane(wiring.Component):
@@ -85,7 +96,7 @@ class GeluLane(wiring.Component):
     inputs: In(stream.Signature(gelu_input_layout))
     outputs: Out(stream.Signature(gelu_output_layout))
 
-    latency = 22
+    latency = 20
 
     def elaborate(self, platform):
         m = Module()
@@ -130,39 +141,53 @@ class GeluLane(wiring.Component):
                     mi=(31, mi[0:31]), si=(6, si[0:6]), mo=(31, mo[0:31]),
                     k=(5, (so - _SO_MIN)[0:5]), zp2=(signed(9), Cat(Const(1, 1), zp[0:8])))
 
-        # 2-4: x * Mi; 5: >> Si; 6: w, clipped --------------------------------------------------
+        # 2-4: x * Mi; 5-6: >> Si, w, clipped ---------------------------------------------------
+        # The shift by Si in two stages: by 8 * Si[3:6], then by f = Si[0:3]. w fits (no clip) when
+        # the bits of the coarse shift from 30 + f up are all equal (one flag per f, then a
+        # multiplexer: no comparison behind the fine shift). A clipped w is left to stage 7.
         s, xm = multiply(keep(s, *common, "si"), s["x"], s["mi"], "xm")
-        s = advance(keep(s, *common), shifted=(signed(63), xm >> s["si"]))
-        high = s["shifted"][_W_BITS - 1:]  # all equal: w fits
-        fits = (high == 0) | (high == (1 << len(high)) - 1)
-        clipped = Mux(fits, s["shifted"][0:_W_BITS], Mux(high[-1], -_W_LIMIT, _W_LIMIT - 1))
-        s = advance(keep(s, *common), w=(signed(_W_BITS), clipped))
+        s = advance(keep(s, *common, "si"),
+                    coarse=(signed(63), xm >> Cat(Const(0, 3), s["si"][3:6])))
+        coarse, fine = s["coarse"], s["si"][0:3]
+        fits_by_fine = Signal(8)
+        for f in range(8):
+            high = coarse[_W_BITS - 1 + f:]
+            m.d.comb += fits_by_fine[f].eq((high == 0) | (high == (1 << len(high)) - 1))
+        s = advance(keep(s, *common), window=(signed(_W_BITS), (coarse >> fine)[0:_W_BITS]),
+                    fits=(1, fits_by_fine.bit_select(fine, 1)), negative=(1, coarse[-1]))
 
-        # 7: |w|, max(w, 0); 8: h = B - min(|w| >> 6, B); 9: h * h; 10-12: A * h**2 -------------
-        negative = s["w"] < 0
-        s = advance(keep(s, *common), magnitude=(_W_BITS, Mux(negative, -s["w"], s["w"])),
-                    positive=(_W_BITS - 1, Mux(negative, 0, s["w"][0:_W_BITS - 1])))
-        scaled = s["magnitude"][GELU_FRAC_BITS - GELU_POLY_FRAC_BITS:_ERF_BITS]  # |w| >> 6
-        far = s["magnitude"][_ERF_BITS:].any()  # |w| >= 2**22: h = 0
-        h = Mux(far | (scaled > GELU_ERF_B), 0, GELU_ERF_B - scaled)
-        s = advance(keep(s, *common, "positive"), h=(16, h),
-                    near=(_ERF_BITS, s["magnitude"][0:_ERF_BITS]))
+        # 7: h = B - min(|w| >> 6, B), |w|, max(w, 0); 8: h * h; 9-11: A * h**2 -----------------
+        # B - (|w| >> 6) in one adder: with a = w >> 6, |w| >> 6 is a for w >= 0, and for w < 0
+        # ~a + 1 if w is a multiple of 64, ~a otherwise; B - v is B + ~v + 1. A clipped w has
+        # h = 0 (then |w| does not matter: P = 0) and max(w, 0) = 0 or 2**30 - 1.
+        w, negative, fits = s["window"], s["negative"], s["fits"]
+        high = w >> (GELU_FRAC_BITS - GELU_POLY_FRAC_BITS)
+        exact = w[0:GELU_FRAC_BITS - GELU_POLY_FRAC_BITS] == 0
+        h = Signal(signed(len(high) + 2))  # < 0 when |w| >> 6 > B
+        carry_in = ~(negative & exact)  # in the adder: (2a + c + 2b + 1) >> 1 = a + b + c
+        m.d.comb += h.eq((Cat(carry_in, Mux(negative, high, ~high)).as_signed()
+                          + Cat(Const(1, 1), Const(GELU_ERF_B, 17))) >> 1)
+        s = advance(keep(s, *common), h=(16, Mux((h < 0) | ~fits, 0, h[0:16])),
+                    near=(_ERF_BITS, Mux(negative, -w, w)[0:_ERF_BITS]),
+                    positive=(_W_BITS - 1, Mux(negative, 0, Mux(fits, w[0:_W_BITS - 1],
+                                                               _W_LIMIT - 1))))
         s, hh = multiply(keep(s, *common, "positive", "near"), s["h"], s["h"], "hh")
         s, ahh = multiply(s, GELU_ERF_A, hh[0:31], "ahh")
 
-        # 13-15: u = |w| * P; 16: t = ((max(w, 0) << 30) - u) >> 30 ---------------------------
+        # 12-14: u = |w| * P; 15: t = ((max(w, 0) << 30) - u) >> 30 ---------------------------
         s, u = multiply(keep(s, *common, "positive"), s["near"], ahh[31:60], "u")
-        gated = Cat(Const(0, GELU_GATE_BITS), s["positive"]) - u
-        s = advance(keep(s, *common), t=(signed(_W_BITS), gated[GELU_GATE_BITS:]))
+        # (2 * max(w, 0) - (2 * (u >> 30) + (u mod 2**30 != 0))) >> 1: one 31-bit subtraction
+        borrow = u[0:GELU_GATE_BITS].any()
+        gated = (Cat(Const(0, 1), s["positive"]) - Cat(borrow, u[GELU_GATE_BITS:])) >> 1
+        s = advance(keep(s, *common), t=(signed(_W_BITS), gated))
 
-        # 17-19: t * Mo; 20: q = (t * Mo) >> (So - 1); 21: q + 2 * zp + 1; 22: saturate ------
+        # 16-18: t * Mo; 19: q = (t * Mo) >> (So - 1); 20: (q + 2 * zp + 1) >> 1, saturated ---
         s, tm = multiply(keep(s, "valid", "error", "k", "zp2"), s["t"], s["mo"], "tm")
         quotient = tm[_SO_MIN - 1:].as_signed() >> s["k"]
         s = advance(keep(s, "valid", "error", "zp2"), quotient=(signed(len(tm) - _SO_MIN + 1),
                                                                quotient))
-        s = advance(keep(s, "valid", "error"),
-                    total=(signed(len(s["quotient"]) + 1), s["quotient"] + s["zp2"]))
-        rounded = s["total"] >> 1
+        rounded = Signal(signed(len(s["quotient"])))
+        m.d.comb += rounded.eq((s["quotient"] + s["zp2"]) >> 1)
         s = advance(keep(s, "valid", "error"), value=(signed(8), Mux(
             rounded > 127, 127, Mux(rounded < -128, -128, rounded))))
         assert index == self.latency

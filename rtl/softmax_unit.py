@@ -102,7 +102,14 @@ def _multiplier_ok(value):
 
 
 def _in_range(value, low: int, high: int):
-    return (value >= low) & (value <= high)
+    """low <= value <= high for a signed value and small bounds, without comparators as wide
+    as ``value``: its bits above the bounds' width are a sign extension, and the narrow
+    value is within the bounds."""
+    width = max(low.bit_length(), high.bit_length()) + 1
+    extension = value[width - 1:]
+    narrow = value[0:width].as_signed()
+    return (((extension == 0) | (extension == (1 << len(extension)) - 1))
+            & (narrow >= low) & (narrow <= high))
 
 
 class SoftmaxUnit(wiring.Component):
