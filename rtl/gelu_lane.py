@@ -56,7 +56,7 @@ from golden.intops import (
     GELU_POLY_FRAC_BITS,
 )
 
-from .tiled_product import tiled_product
+from .tiled_product import TILE_BITS, tiled_product
 
 __all__ = ["GeluLane", "gelu_input_layout", "gelu_output_layout"]
 
@@ -71,6 +71,7 @@ _W_BITS = 31                    # w, clipped to -2**30 .. 2**30 - 1
 _W_LIMIT = 1 << (_W_BITS - 1)
 _ERF_BITS = 22                  # |w| < 2**22 where the erf polynomial is not 0
 _SO_MIN, _SO_MAX = 34, 52       # output shift range (golden.intops._gelu_constants)
+_TOP_TILE = {(TILE_BITS, TILE_BITS)}  # the tile of two top chunks (the product's bits 34 up)
 
 
 def _multiplier_ok(value):
@@ -120,9 +121,10 @@ class GeluLane(wiring.Component):
                     | {name: stage(shape, value, f"{name}_{index}")
                        for name, (shape, value) in new.items()})
 
-        def multiply(carried, a, b, name):
+        def multiply(carried, a, b, name, lut_tiles=()):
             """(``carried`` moved along the stages of ``a * b``, the registered product)."""
-            result, stages = tiled_product(stage, a, b, name=f"{name}_{index + 1}")
+            result, stages = tiled_product(stage, a, b, name=f"{name}_{index + 1}",
+                                           lut_tiles=lut_tiles)
             for _ in range(stages):
                 carried = advance(carried)
             return carried, result
@@ -172,10 +174,11 @@ class GeluLane(wiring.Component):
                     positive=(_W_BITS - 1, Mux(negative, 0, Mux(fits, w[0:_W_BITS - 1],
                                                                _W_LIMIT - 1))))
         s, hh = multiply(keep(s, *common, "positive", "near"), s["h"], s["h"], "hh")
-        s, ahh = multiply(s, GELU_ERF_A, hh[0:31], "ahh")
+        s, ahh = multiply(s, GELU_ERF_A, hh[0:31], "ahh", lut_tiles=_TOP_TILE)
 
         # 12-14: u = |w| * P; 15: t = ((max(w, 0) << 30) - u) >> 30 ---------------------------
-        s, u = multiply(keep(s, *common, "positive"), s["near"], ahh[31:60], "u")
+        s, u = multiply(keep(s, *common, "positive"), s["near"], ahh[31:60], "u",
+                        lut_tiles=_TOP_TILE)
         # (2 * max(w, 0) - (2 * (u >> 30) + (u mod 2**30 != 0))) >> 1: one 31-bit subtraction
         borrow = u[0:GELU_GATE_BITS].any()
         gated = (Cat(Const(0, 1), s["positive"]) - Cat(borrow, u[GELU_GATE_BITS:])) >> 1

@@ -5,12 +5,14 @@ A MULT18X18D multiplies two 18-bit signed operands, so a tile operand is a 17-bi
 of an operand, or the top chunk of a signed operand (at most 18 bits, signed). Every tile product
 is registered straight out of its multiplier; an adder tree then sums the tiles with a register
 after every level (each adder is one carry chain starting where its two terms overlap: the low
-bits of the lower term pass through). The operands must come from registers.
+bits of the lower term pass through). The operands must come from registers. A small tile (a
+chunk of a few bits, or a constant chunk with few signed digits) may be built from adders
+instead, which saves a MULT18X18D for a few dozen LUTs.
 """
 
 from itertools import product
 
-from amaranth import Cat, Const, Shape, Value
+from amaranth import Cat, Const, Mux, Shape, Value
 
 __all__ = ["TILE_BITS", "tiled_product"]
 
@@ -52,18 +54,63 @@ def _chunks(operand):
         offset += TILE_BITS
 
 
-def tiled_product(stage, a, b, *, name: str):
+def _signed_digits(constant: int):
+    """[(digit, position)]: the canonical signed-digit form of a positive ``constant`` (digits
+    +1 and -1, the fewest non-zero ones)."""
+    digits, position = [], 0
+    while constant:
+        if constant & 1:
+            digit = 2 - (constant & 3)
+            digits.append((digit, position))
+            constant -= digit
+        constant >>= 1
+        position += 1
+    return digits
+
+
+def _shift_add(a, b):
+    """``a * b`` from adders alone (a tree of them): by the signed digits of a constant operand,
+    or by the bits of the narrower (unsigned) operand."""
+    if isinstance(a, int):
+        a, b = b, a
+    if isinstance(b, int):
+        terms = [(a << position, digit < 0) for digit, position in _signed_digits(b)]
+    else:
+        if len(a) < len(b):
+            a, b = b, a
+        assert not b.shape().signed
+        terms = [(Mux(b[i], a, 0) << i, False) for i in range(len(b))]
+    while len(terms) > 1:
+        paired = []
+        for index in range(0, len(terms), 2):
+            if index + 1 == len(terms):
+                paired.append(terms[index])
+                continue
+            (x, x_negative), (y, y_negative) = terms[index], terms[index + 1]
+            if x_negative == y_negative:
+                paired.append((x + y, x_negative))
+            else:
+                paired.append((y - x, False) if x_negative else (x - y, False))
+        terms = paired
+    value, negative = terms[0]
+    return -value if negative else value
+
+
+def tiled_product(stage, a, b, *, name: str, lut_tiles=()):
     """``a * b`` through registers: (the registered product, the number of register stages).
 
     ``stage(shape, value, name)`` makes one pipeline register. ``a`` and ``b`` are registered
-    Values (or one of them an int constant). The first stage registers the tile products, each
-    further stage one level of the adder tree.
+    Values (or one of them a non-negative int constant). The first stage registers the tile
+    products, each further stage one level of the adder tree. ``lut_tiles`` holds the tiles
+    (the bit offsets of their ``a`` and ``b`` chunks) built from adders instead of a
+    multiplier: a small constant with few signed digits, or a chunk of a few bits.
     """
     terms = []
     for index, ((va, oa, la, ha), (vb, ob, lb, hb)) in enumerate(product(_chunks(a), _chunks(b))):
         corners = (la * lb, la * hb, ha * lb, ha * hb)
         low, high = min(corners), max(corners)
-        terms.append((stage(_range_shape(low, high), va * vb, f"{name}_p{index}"),
+        value = _shift_add(va, vb) if (oa, ob) in lut_tiles else va * vb
+        terms.append((stage(_range_shape(low, high), value, f"{name}_p{index}"),
                       oa + ob, low, high))
     stages, level = 1, 0
     while len(terms) > 1:
