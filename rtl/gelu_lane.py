@@ -85,9 +85,10 @@ def _in_range(value, low: int, high: int):
     value is within the bounds."""
     width = max(low.bit_length(), high.bit_length()) + 1
     extension = value[width - 1:]
+    positive, negative = extension == 0, extension == (1 << len(extension)) - 1
     narrow = value[0:width].as_signed()
-    return (((extension == 0) | (extension == (1 << len(extension)) - 1))
-            & (narrow >= low) & (narrow <= high))
+    sign_ok = positive if low >= 0 else negative if high < 0 else positive | negative
+    return sign_ok & (narrow >= low) & (narrow <= high)
 
 
 class GeluLane(wiring.Component):

@@ -73,7 +73,7 @@ from golden.intops import (
 )
 
 from .row_unit_layouts import row_beat_layout, row_result_layout
-from .tiled_product import tiled_product
+from .tiled_product import TILE_BITS, tiled_product
 
 __all__ = ["SoftmaxUnit"]
 
@@ -107,9 +107,10 @@ def _in_range(value, low: int, high: int):
     value is within the bounds."""
     width = max(low.bit_length(), high.bit_length()) + 1
     extension = value[width - 1:]
+    positive, negative = extension == 0, extension == (1 << len(extension)) - 1
     narrow = value[0:width].as_signed()
-    return (((extension == 0) | (extension == (1 << len(extension)) - 1))
-            & (narrow >= low) & (narrow <= high))
+    sign_ok = positive if low >= 0 else negative if high < 0 else positive | negative
+    return sign_ok & (narrow >= low) & (narrow <= high)
 
 
 class SoftmaxUnit(wiring.Component):
@@ -117,7 +118,7 @@ class SoftmaxUnit(wiring.Component):
     passes; results ``latency`` cycles after their pass-2 beats."""
 
     passes = 3
-    latency = 19
+    latency = 18
 
     def __init__(self, *, lanes: int):
         if isinstance(lanes, bool) or not isinstance(lanes, int) or lanes < 1:
@@ -238,10 +239,11 @@ class SoftmaxUnit(wiring.Component):
                               for i, (shape, value) in enumerate(lanes_new)]
                        for name, lanes_new in new.items()})
 
-        def multiply(carried, pairs, name):
+        def multiply(carried, pairs, name, lut_tiles=()):
             """(``carried`` moved along the stages of the products, the registered products of
             ``pairs``, one (a, b) per lane)."""
-            products = [tiled_product(stage, a, b, name=f"{name}_{index + 1}_{i}")
+            products = [tiled_product(stage, a, b, name=f"{name}_{index + 1}_{i}",
+                                      lut_tiles=lut_tiles)
                         for i, (a, b) in enumerate(pairs)]
             for _ in range(products[0][1]):
                 carried = advance(carried)
@@ -253,22 +255,38 @@ class SoftmaxUnit(wiring.Component):
         tag_names = ("sum", "out", "last", "mask")
         s = {"sum": accept & (phase == _Phase.SUM), "out": accept & (phase == _Phase.OUTPUT),
              "last": beat.last, "mask": beat.mask}
-        # A: d = m - x; B: d * Mi; C: >> Si, then z and h
+        # A: d = m - x; B: d * Mi; C: >> Si in two stages, by 8 * Si[3:6], then by f = Si[0:3]:
+        # the fraction (h = its complement), the integer part's low five bits and whether the
+        # integer part is 32 or more (any bit of the coarse shift from 20 + f up: one flag per
+        # f, then a multiplexer)
         s = advance(s, d=[(32, row_max - beat.values[i]) for i in range(lanes)])
         s, dm = multiply(keep(s, *tag_names), list(zip(s["d"], lane_mi, strict=True)), "dm")
-        s = advance(s, nv=[(63, product >> si) for product, si in zip(dm, lane_si, strict=True)])
+        s = advance(s, coarse=[(63, product >> Cat(Const(0, 3), si[3:6]))
+                               for product, si in zip(dm, lane_si, strict=True)])
+        fine = [si[0:3] for si in lane_si]
+        window, large = [], []
+        for i, (coarse, f) in enumerate(zip(s["coarse"], fine, strict=True)):
+            large_by_fine = Signal(8, name=f"large_by_fine_{i}")
+            m.d.comb += [large_by_fine[j].eq(coarse[SOFTMAX_FRAC_BITS + 5 + j:].any())
+                         for j in range(8)]
+            window.append((coarse >> f)[0:SOFTMAX_FRAC_BITS + 5])
+            large.append(large_by_fine.bit_select(f, 1))
         s = advance(keep(s, *tag_names),
-                    z=[(5, Mux(nv[SOFTMAX_FRAC_BITS + 5:].any(), SOFTMAX_MAX_SHIFT,
-                               nv[SOFTMAX_FRAC_BITS:SOFTMAX_FRAC_BITS + 5])) for nv in s["nv"]],
-                    low_h=[(SOFTMAX_FRAC_BITS, ~nv[0:SOFTMAX_FRAC_BITS]) for nv in s["nv"]])
-        # D: h * h; E: A * h**2; F: (A * h**2 >> 31) + C, then e = that >> z. (h's top bit, a
-        # constant 1, is not registered: yosys would merge that flip-flop of all lanes.)
+                    low_h=[(SOFTMAX_FRAC_BITS, ~v[0:SOFTMAX_FRAC_BITS]) for v in window],
+                    whole=[(5, v[SOFTMAX_FRAC_BITS:]) for v in window],
+                    large=[(1, v) for v in large])
+        # D: h * h; E: A * h**2 (the constants's top tile from adders); F: ((A * h**2) >> 31) + C,
+        # then e = that >> z, z = min(integer part, 31): 0 when z is 31 (poly <= 2**30). (h's
+        # top bit, a constant 1, is not registered: yosys would merge that flip-flop of all lanes.)
         h = [Cat(low_h, Const(1, 1)) for low_h in s["low_h"]]
-        s, hh = multiply(keep(s, *tag_names, "z"), [(h_i, h_i) for h_i in h], "hh")
-        s, ahh = multiply(s, [(SOFTMAX_EXP_A, product) for product in hh], "ahh")
+        s, hh = multiply(keep(s, *tag_names, "whole", "large"), [(h_i, h_i) for h_i in h], "hh")
+        s, ahh = multiply(s, [(SOFTMAX_EXP_A, product) for product in hh], "ahh",
+                          lut_tiles={(TILE_BITS, TILE_BITS)})
         s = advance(s, poly=[(_EXP_WIDTH, product[31:61] + SOFTMAX_EXP_C) for product in ahh])
         s = advance(keep(s, *tag_names),
-                    e=[(_EXP_WIDTH, poly >> z) for poly, z in zip(s["poly"], s["z"], strict=True)])
+                    e=[(_EXP_WIDTH, Mux(large, 0, poly >> whole))
+                       for poly, whole, large in zip(s["poly"], s["whole"], s["large"],
+                                                     strict=True)])
 
         # Pass 1: the sum, then the division ------------------------------------------------------
         sum_width = _EXP_WIDTH + (lanes - 1).bit_length()
@@ -307,11 +325,10 @@ class SoftmaxUnit(wiring.Component):
         s, er = multiply(keep(s, "out"), list(zip(s["e"], lane_quotient, strict=True)), "er")
         s = advance(s, scaled=[(_SCALED_WIDTH, (product[_SO_MIN + 30:] >> k)[0:_SCALED_WIDTH])
                                for product, k in zip(er, lane_k, strict=True)])
-        s = advance(keep(s, "out"), total=[(signed(_SCALED_WIDTH + 2), scaled + zp2)
-                                           for scaled, zp2 in zip(s["scaled"], lane_zp2, strict=True)])
-        s = advance(keep(s, "out"), y=[(signed(8), Mux(rounded > 127, 127,
-                                                         Mux(rounded < -128, -128, rounded)))
-                                       for rounded in (total >> 1 for total in s["total"])])
+        rounded = [(scaled + zp2) >> 1 for scaled, zp2 in zip(s["scaled"], lane_zp2, strict=True)]
+        s = advance(keep(s, "out"), y=[(signed(8), Mux(value > 127, 127,
+                                                        Mux(value < -128, -128, value)))
+                                       for value in rounded])
         assert index == self.latency
         m.d.comb += [
             self.results.valid.eq(s["out"]),

@@ -68,18 +68,22 @@ def _signed_digits(constant: int):
     return digits
 
 
-def _shift_add(a, b):
-    """``a * b`` from adders alone (a tree of them): by the signed digits of a constant operand,
-    or by the bits of the narrower (unsigned) operand."""
-    if isinstance(a, int):
-        a, b = b, a
-    if isinstance(b, int):
-        terms = [(a << position, digit < 0) for digit, position in _signed_digits(b)]
-    else:
-        if len(a) < len(b):
-            a, b = b, a
-        assert not b.shape().signed
-        terms = [(Mux(b[i], a, 0) << i, False) for i in range(len(b))]
+def _factors(constant: int):
+    """The factors of a positive ``constant`` to multiply by one after another with the fewest
+    adders (each factor by its signed digits, ``len(digits) - 1`` adders)."""
+    best = [constant]
+    best_cost = len(_signed_digits(constant)) - 1
+    for factor in range(3, int(constant ** 0.5) + 1, 2):
+        if constant % factor == 0:
+            rest = _factors(constant // factor)
+            cost = len(_signed_digits(factor)) - 1 + sum(len(_signed_digits(f)) - 1 for f in rest)
+            if cost < best_cost:
+                best, best_cost = [factor, *rest], cost
+    return best
+
+
+def _add_terms(terms):
+    """The sum of ``terms`` [(value, negative)] by a balanced tree of adders."""
     while len(terms) > 1:
         paired = []
         for index in range(0, len(terms), 2):
@@ -94,6 +98,22 @@ def _shift_add(a, b):
         terms = paired
     value, negative = terms[0]
     return -value if negative else value
+
+
+def _shift_add(a, b):
+    """``a * b`` from adders alone: by the factors of a constant operand, each by its signed
+    digits, or by the bits of the narrower (unsigned) operand."""
+    if isinstance(a, int):
+        a, b = b, a
+    if isinstance(b, int):
+        for factor in _factors(b):
+            a = _add_terms([(a << position, digit < 0)
+                            for digit, position in _signed_digits(factor)])
+        return a
+    if len(a) < len(b):
+        a, b = b, a
+    assert not b.shape().signed
+    return _add_terms([(Mux(b[i], a, 0) << i, False) for i in range(len(b))])
 
 
 def tiled_product(stage, a, b, *, name: str, lut_tiles=()):
