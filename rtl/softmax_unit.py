@@ -13,13 +13,16 @@ With ``[Mi, Si, Mo, So, zp] = params`` (``golden.intops.softmax_params``) and th
 
   A. ``d = m - x``: 0 .. 2**32 - 1, 32 bits unsigned;
   B. ``d * Mi``: 32 x 31-bit product, < 2**63 (4 tiles, three stages);
-  C. ``nv = (d * Mi) >> Si`` (a 63-bit, 6-bit barrel shift); in the next stage ``z = min(nv >>
-     15, 31)`` (5 bits: 31 when any bit above bit 19 is set) and ``h = B - (nv & 0x7fff)``,
-     which is the bitwise complement of the 15-bit fraction with a 1 on top (16 bits,
-     32768..65535);
+  C. ``nv = (d * Mi) >> Si`` in two stages: a shift by ``8 * (Si >> 3)`` (63 bits), then by
+     ``Si & 7`` to the 20 low bits of ``nv``, and whether ``nv >> 15 >= 32`` (any bit of the first
+     shift from ``20 + (Si & 7)`` up: one flag per ``Si & 7``, then a multiplexer). ``h = B -
+     (nv & 0x7fff)`` is the bitwise complement of the 15-bit fraction with a 1 on top (16 bits,
+     32768..65535; the constant 1 is not registered);
   D. ``h * h``: 16 x 16-bit product, < 2**32 (one multiplier);
-  E. ``A * h**2``: 29 x 32-bit product with a constant, < 2**61 (4 tiles, three stages);
-  F. ``poly = ((A * h**2) >> 31) + C``, then in the next stage ``e = poly >> z``: 31 bits,
+  E. ``A * h**2``: 29 x 32-bit product with a constant, < 2**61 (4 tiles, three stages; the
+     tile of the constant's top 12 bits, ``2730 = 3 * 7 * 130``, from three adders);
+  F. ``poly = ((A * h**2) >> 31) + C``, then in the next stage ``e = poly >> z`` with
+     ``z = min(nv >> 15, 31)`` (``e`` is 0 for ``z = 31``: ``poly <= 2**30``): 31 bits,
      0 .. 2**30 (exactly 2**30 at the maximum).
 
   The masked ``e`` of a beat go through an adder tree (31 + log2(lanes) bits, registered after
@@ -37,13 +40,14 @@ With ``[Mi, Si, Mo, So, zp] = params`` (``golden.intops.softmax_params``) and th
      ``((e * R >> (So + 30)) + 1) >> 1`` (the same value: adding 2**(n-1) before a floor shift by
      n equals shifting by n - 1, adding 1 and shifting by 1), so that the rounding adder is 19
      bits wide: ``So + 30`` is ``44 + k`` with ``k = So - 14`` in 0..16, a fixed shift and a
-     5-bit barrel shift (one stage); then ``+ 2 * zp + 1`` (one stage: the even ``2 * zp``
-     commutes with the last shift) and the shift by one and the saturation (one stage).
+     5-bit barrel shift (one stage); then ``+ 2 * zp + 1`` (the even ``2 * zp`` commutes with
+     the last shift), the shift by one and the saturation (one stage).
 
   One result beat per pass-2 beat, in order, ``latency`` cycles after the beat; the pipeline
   stalls as a whole when ``results`` is not ready (as the one-lane pipelines do).
 
-13 MULT18X18D per lane.
+12 MULT18X18D per lane. The registers that feed every lane (``R``, the params) have copies, one
+per group of lanes (at most eight groups), so that none drives the multipliers of all lanes.
 
 Throughput: one beat per cycle inside each pass. Between passes ``beats.ready`` is low while the
 last beat's reduction completes (after pass 0: the max tree's stages; after pass 1: stages A-F,
