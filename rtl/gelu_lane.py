@@ -1,27 +1,41 @@
-"""One lane of VECTOR GELU, bit-exact with ``golden.intops.gelu`` (nine pipeline stages).
+"""One lane of VECTOR GELU, bit-exact with ``golden.intops.gelu`` (20 pipeline stages).
 
 With ``[Mi, Si, Mo, So, zp] = params`` (``golden.intops.gelu_params``) and the hard-wired
-``A = 553019989``, ``B = 42415`` (see docs/integer_ops.md):
+``A = 553019989``, ``B = 42415`` (see docs/integer_ops.md). Every product wider than one
+MULT18X18D is split into tiles (``rtl.tiled_product``): one stage registers the tile products,
+two more sum them (one adder level per stage), so no adder follows a multiplier in a cycle and no
+two wide carry chains are chained.
 
-1. ``x * Mi``: 32 x 31-bit product, 63 bits signed (registered);
-2. ``w = clip((x * Mi) >> Si, +-(2**31 - 1))``: a 6-bit arithmetic barrel shift, then the clip
-   (32 bits signed);
-3. ``h = B - min(|w| >> 6, B)``: 16 bits;
-4. ``h * h``: 16 x 16-bit product, < 2**31 (registered);
-5. ``A * h**2``: 30 x 31-bit product with a constant, < 2**60 (registered);
-6. ``P = (A * h**2) >> 31`` (29 bits) and the gate ``g = 2**30 - P`` if ``w >= 0`` else ``P``
-   (31 bits);
-7. ``w * g``: 32 x 31-bit product, |w * g| < 2**61 (registered);
-8. ``t * Mo`` with ``t = (w * g) >> 30`` (a bit slice, 32 bits signed): 32 x 31-bit product,
-   |t * Mo| < 2**62 (registered);
-9. ``y = saturate(((t * Mo + 2**(So - 1)) >> So) + zp)``, computed as
-   ``((t * Mo >> (So - 1)) + 1) >> 1`` (the same value: adding 2**(So-1) before a floor shift by
-   So equals shifting by So - 1, adding 1 and shifting by 1), so that the rounding adder is 30
-   bits wide instead of 63: ``So - 1`` is ``33 + k`` with ``k = So - 34`` in 0..18, a fixed shift
-   and a 5-bit barrel shift.
+1. the inputs, registered (``x``, the params, ``error``; ``2 * zp + 1`` for stage 20);
+2. - 4. ``x * Mi``: 32 x 31-bit product, 63 bits signed (4 tiles);
+5. ``(x * Mi) >> (8 * (Si >> 3))``, a 63-bit arithmetic shift by a multiple of 8;
+6. ``>> (Si & 7)``: the low 31 bits of ``(x * Mi) >> Si``, and whether ``w``, clipped to
+   ``-2**30 .. 2**30 - 1`` (31 bits signed), needs no clip: stage 5's bits from ``30 + (Si & 7)``
+   up all equal (one flag per ``Si & 7``, then a multiplexer). Golden clips to
+   ``+-(2**31 - 1)``; both give the same output: for ``|w| >= 2**22`` the erf polynomial is 0
+   (``h = 0``), so a negative ``w`` gives ``t = 0`` and a positive one ``t = w``, and
+   ``w >= 2**30 - 1`` saturates the output to 127 (``t * Mo >> So >= 2**60 >> 52``, then
+   ``+ zp >= 128``);
+7. ``h = B - min(|w| >> 6, B)`` (16 bits) in one adder (``|w| >> 6`` is ``w >> 6`` or its
+   complement, plus a carry in), ``|w|``'s low 22 bits and ``max(w, 0)`` (30 bits); a clipped ``w``
+   gives ``h = 0`` and ``max(w, 0)`` 0 or ``2**30 - 1``;
+8. ``h * h``: < 2**31 (one multiplier);
+9. - 11. ``A * h**2``: < 2**60 (4 tiles); ``P = (A * h**2) >> 31`` is its bits 31..59;
+12. - 14. ``u = |w| * P``: only ``|w| < 64 * B < 2**22`` gives ``P > 0``, so ``|w|``'s low 22
+    bits suffice: 22 x 29-bit product (4 tiles);
+15. ``t = (w * g) >> 30`` with the gate ``g = 2**30 - P`` if ``w >= 0`` else ``P``, computed as
+    ``t = ((max(w, 0) << 30) - u) >> 30`` (``w * g`` is ``(w << 30) - |w| * P`` for ``w >= 0`` and
+    ``-|w| * P`` otherwise), a 31-bit subtraction whose borrow in is ``u mod 2**30 != 0``:
+    ``-2**21 < t < 2**30``, 31 bits signed;
+16. - 18. ``t * Mo``: 31 x 31-bit product, |t * Mo| < 2**61 (4 tiles);
+19. ``q = (t * Mo) >> (So - 1)``: ``So - 1`` is ``33 + k`` with ``k = So - 34`` in 0..18, a fixed
+    shift and a 5-bit barrel shift (29 bits signed);
+20. ``y = saturate(((t * Mo + 2**(So - 1)) >> So) + zp)``, which is ``(q + 2 * zp + 1) >> 1``
+    saturated (adding 2**(So-1) before a floor shift by So equals shifting by So - 1, adding 1
+    and shifting by 1; the even ``2 * zp`` commutes with the last shift): one adder.
 
-Every product is registered before the adds or shifts that use it. The parameters travel with
-each value (one payload per value), so consecutive values may use different parameters.
+The parameters travel with each value (one payload per value), so consecutive values may use
+different parameters. 17 MULT18X18D.
 
 ``error`` is 1 when the parameters are outside the ranges ``golden.intops.gelu`` accepts
 (``Mi``, ``Mo`` outside 2**30 .. 2**31 - 1, ``Si`` outside 0..62, ``So`` outside 34..52, ``zp``
@@ -29,11 +43,20 @@ outside -128..127; the instruction stops with ILLEGAL_INSTRUCTION); the value is
 meaningless.
 """
 
-from amaranth import Module, Mux, Signal, signed, unsigned
+from amaranth import Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from golden.intops import GELU_ERF_A, GELU_ERF_B, GELU_GATE_BITS, GELU_PARAM_COUNT
+from golden.intops import (
+    GELU_ERF_A,
+    GELU_ERF_B,
+    GELU_FRAC_BITS,
+    GELU_GATE_BITS,
+    GELU_PARAM_COUNT,
+    GELU_POLY_FRAC_BITS,
+)
+
+from .tiled_product import TILE_BITS, tiled_product
 
 __all__ = ["GeluLane", "gelu_input_layout", "gelu_output_layout"]
 
@@ -44,8 +67,11 @@ gelu_input_layout = data.StructLayout({
 
 gelu_output_layout = data.StructLayout({"value": signed(8), "error": 1})
 
-_LIMIT = (1 << 31) - 1          # the clip of w
+_W_BITS = 31                    # w, clipped to -2**30 .. 2**30 - 1
+_W_LIMIT = 1 << (_W_BITS - 1)
+_ERF_BITS = 22                  # |w| < 2**22 where the erf polynomial is not 0
 _SO_MIN, _SO_MAX = 34, 52       # output shift range (golden.intops._gelu_constants)
+_TOP_TILE = {(TILE_BITS, TILE_BITS)}  # the tile of two top chunks (the product's bits 34 up)
 
 
 def _multiplier_ok(value):
@@ -54,7 +80,15 @@ def _multiplier_ok(value):
 
 
 def _in_range(value, low: int, high: int):
-    return (value >= low) & (value <= high)
+    """low <= value <= high for a signed value and small bounds, without comparators as wide
+    as ``value``: its bits above the bounds' width are a sign extension, and the narrow
+    value is within the bounds."""
+    width = max(low.bit_length(), high.bit_length()) + 1
+    extension = value[width - 1:]
+    positive, negative = extension == 0, extension == (1 << len(extension)) - 1
+    narrow = value[0:width].as_signed()
+    sign_ok = positive if low >= 0 else negative if high < 0 else positive | negative
+    return sign_ok & (narrow >= low) & (narrow <= high)
 
 
 class GeluLane(wiring.Component):
@@ -64,12 +98,13 @@ class GeluLane(wiring.Component):
     inputs: In(stream.Signature(gelu_input_layout))
     outputs: Out(stream.Signature(gelu_output_layout))
 
-    latency = 9
+    latency = 20
 
     def elaborate(self, platform):
         m = Module()
         en = Signal()
         m.d.comb += [en.eq(~self.outputs.valid | self.outputs.ready), self.inputs.ready.eq(en)]
+        index = 0  # the stage being built
 
         def stage(shape, value, name):
             reg = Signal(shape, name=name)
@@ -77,71 +112,92 @@ class GeluLane(wiring.Component):
                 m.d.sync += reg.eq(value)
             return reg
 
-        def carry(previous, index, names):
-            return {name: stage(previous[name].shape(), previous[name], f"{name}_{index}")
-                    for name in names}
+        def advance(carried, **new):
+            """The next stage: registers of ``carried`` (a dict of registers) and of ``new``
+            (name: (shape, value))."""
+            nonlocal index
+            index += 1
+            return ({name: stage(reg.shape(), reg, f"{name}_{index}")
+                     for name, reg in carried.items()}
+                    | {name: stage(shape, value, f"{name}_{index}")
+                       for name, (shape, value) in new.items()})
+
+        def multiply(carried, a, b, name, lut_tiles=()):
+            """(``carried`` moved along the stages of ``a * b``, the registered product)."""
+            result, stages = tiled_product(stage, a, b, name=f"{name}_{index + 1}",
+                                           lut_tiles=lut_tiles)
+            for _ in range(stages):
+                carried = advance(carried)
+            return carried, result
+
+        def keep(carried, *names):
+            return {name: carried[name] for name in names}
 
         p = self.inputs.payload
         mi, si, mo, so, zp = (p.params[i] for i in range(GELU_PARAM_COUNT))
         bad = ~(_multiplier_ok(mi) & _in_range(si, 0, 62) & _multiplier_ok(mo)
                 & _in_range(so, _SO_MIN, _SO_MAX) & _in_range(zp, -128, 127))
-        common = ("valid", "error", "mo", "k", "zp")
+        common = ("valid", "error", "mo", "k", "zp2")
 
-        # Stage 1: x * Mi -------------------------------------------------------------------------
-        s1 = {
-            "valid": stage(1, self.inputs.valid, "valid_1"),
-            "error": stage(1, bad, "error_1"),
-            "si": stage(6, si[0:6], "si_1"),
-            "mo": stage(31, mo[0:31], "mo_1"),
-            "k": stage(5, (so - _SO_MIN)[0:5], "k_1"),
-            "zp": stage(signed(8), zp[0:8], "zp_1"),
-            "xm": stage(signed(63), p.x * mi[0:31], "xm_1"),
-        }
+        # 1: the inputs ----------------------------------------------------------------------------
+        s = advance({}, valid=(1, self.inputs.valid), error=(1, bad), x=(signed(32), p.x),
+                    mi=(31, mi[0:31]), si=(6, si[0:6]), mo=(31, mo[0:31]),
+                    k=(5, (so - _SO_MIN)[0:5]), zp2=(signed(9), Cat(Const(1, 1), zp[0:8])))
 
-        # Stage 2: w = clip((x * Mi) >> Si) -------------------------------------------------------
-        shifted = Signal(signed(63))
-        m.d.comb += shifted.eq(s1["xm"] >> s1["si"])
-        clipped = Mux(shifted > _LIMIT, _LIMIT, Mux(shifted < -_LIMIT, -_LIMIT, shifted))
-        s2 = carry(s1, 2, common) | {"w": stage(signed(32), clipped, "w_2")}
+        # 2-4: x * Mi; 5-6: >> Si, w, clipped ---------------------------------------------------
+        # The shift by Si in two stages: by 8 * Si[3:6], then by f = Si[0:3]. w fits (no clip) when
+        # the bits of the coarse shift from 30 + f up are all equal (one flag per f, then a
+        # multiplexer: no comparison behind the fine shift). A clipped w is left to stage 7.
+        s, xm = multiply(keep(s, *common, "si"), s["x"], s["mi"], "xm")
+        s = advance(keep(s, *common, "si"),
+                    coarse=(signed(63), xm >> Cat(Const(0, 3), s["si"][3:6])))
+        coarse, fine = s["coarse"], s["si"][0:3]
+        fits_by_fine = Signal(8)
+        for f in range(8):
+            high = coarse[_W_BITS - 1 + f:]
+            m.d.comb += fits_by_fine[f].eq((high == 0) | (high == (1 << len(high)) - 1))
+        s = advance(keep(s, *common), window=(signed(_W_BITS), (coarse >> fine)[0:_W_BITS]),
+                    fits=(1, fits_by_fine.bit_select(fine, 1)), negative=(1, coarse[-1]))
 
-        # Stage 3: h = B - min(|w| >> 6, B) -------------------------------------------------------
-        magnitude = Signal(31)
-        m.d.comb += magnitude.eq(Mux(s2["w"] < 0, -s2["w"], s2["w"]))
-        scaled = magnitude[6:]  # |w| >> 6 (GELU_FRAC_BITS - GELU_POLY_FRAC_BITS)
-        h = Mux(scaled > GELU_ERF_B, 0, GELU_ERF_B - scaled)
-        s3 = carry(s2, 3, (*common, "w")) | {"h": stage(16, h, "h_3")}
+        # 7: h = B - min(|w| >> 6, B), |w|, max(w, 0); 8: h * h; 9-11: A * h**2 -----------------
+        # B - (|w| >> 6) in one adder: with a = w >> 6, |w| >> 6 is a for w >= 0, and for w < 0
+        # ~a + 1 if w is a multiple of 64, ~a otherwise; B - v is B + ~v + 1. A clipped w has
+        # h = 0 (then |w| does not matter: P = 0) and max(w, 0) = 0 or 2**30 - 1.
+        w, negative, fits = s["window"], s["negative"], s["fits"]
+        high = w >> (GELU_FRAC_BITS - GELU_POLY_FRAC_BITS)
+        exact = w[0:GELU_FRAC_BITS - GELU_POLY_FRAC_BITS] == 0
+        h = Signal(signed(len(high) + 2))  # < 0 when |w| >> 6 > B
+        carry_in = ~(negative & exact)  # in the adder: (2a + c + 2b + 1) >> 1 = a + b + c
+        m.d.comb += h.eq((Cat(carry_in, Mux(negative, high, ~high)).as_signed()
+                          + Cat(Const(1, 1), Const(GELU_ERF_B, 17))) >> 1)
+        s = advance(keep(s, *common), h=(16, Mux((h < 0) | ~fits, 0, h[0:16])),
+                    near=(_ERF_BITS, Mux(negative, -w, w)[0:_ERF_BITS]),
+                    positive=(_W_BITS - 1, Mux(negative, 0, Mux(fits, w[0:_W_BITS - 1],
+                                                               _W_LIMIT - 1))))
+        s, hh = multiply(keep(s, *common, "positive", "near"), s["h"], s["h"], "hh")
+        s, ahh = multiply(s, GELU_ERF_A, hh[0:31], "ahh", lut_tiles=_TOP_TILE)
 
-        # Stage 4: h * h ---------------------------------------------------------------------------
-        s4 = carry(s3, 4, (*common, "w")) | {"hh": stage(31, s3["h"] * s3["h"], "hh_4")}
+        # 12-14: u = |w| * P; 15: t = ((max(w, 0) << 30) - u) >> 30 ---------------------------
+        s, u = multiply(keep(s, *common, "positive"), s["near"], ahh[31:60], "u",
+                        lut_tiles=_TOP_TILE)
+        # (2 * max(w, 0) - (2 * (u >> 30) + (u mod 2**30 != 0))) >> 1: one 31-bit subtraction
+        borrow = u[0:GELU_GATE_BITS].any()
+        gated = (Cat(Const(0, 1), s["positive"]) - Cat(borrow, u[GELU_GATE_BITS:])) >> 1
+        s = advance(keep(s, *common), t=(signed(_W_BITS), gated))
 
-        # Stage 5: A * h**2 ------------------------------------------------------------------------
-        s5 = carry(s4, 5, (*common, "w")) | {"ahh": stage(60, s4["hh"] * GELU_ERF_A, "ahh_5")}
-
-        # Stage 6: the gate g ---------------------------------------------------------------------
-        poly = s5["ahh"][31:60]  # P, 29 bits
-        gate = Mux(s5["w"] >= 0, (1 << GELU_GATE_BITS) - poly, poly)
-        s6 = carry(s5, 6, (*common, "w")) | {"g": stage(unsigned(31), gate, "g_6")}
-
-        # Stage 7: w * g ---------------------------------------------------------------------------
-        s7 = carry(s6, 7, common) | {"wg": stage(signed(62), s6["w"] * s6["g"], "wg_7")}
-
-        # Stage 8: t * Mo, t = (w * g) >> 30 ------------------------------------------------------
-        t = s7["wg"][GELU_GATE_BITS:62].as_signed()
-        s8 = carry(s7, 8, ("valid", "error", "k", "zp")) | {
-            "tm": stage(signed(63), t * s7["mo"], "tm_8")}
-
-        # Stage 9: round, zero point, saturate ----------------------------------------------------
-        quotient = Signal(signed(30))  # (t * Mo) >> (So - 1), |.| < 2**29
-        m.d.comb += quotient.eq((s8["tm"] >> (_SO_MIN - 1)) >> s8["k"])
-        total = Signal(signed(31))
-        m.d.comb += total.eq(((quotient + 1) >> 1) + s8["zp"])
-        saturated = Mux(total > 127, 127, Mux(total < -128, -128, total))
-        out_valid = stage(1, s8["valid"], "valid_9")
-        out_value = stage(signed(8), saturated, "value_9")
-        out_error = stage(1, s8["error"], "error_9")
+        # 16-18: t * Mo; 19: q = (t * Mo) >> (So - 1); 20: (q + 2 * zp + 1) >> 1, saturated ---
+        s, tm = multiply(keep(s, "valid", "error", "k", "zp2"), s["t"], s["mo"], "tm")
+        quotient = tm[_SO_MIN - 1:].as_signed() >> s["k"]
+        s = advance(keep(s, "valid", "error", "zp2"), quotient=(signed(len(tm) - _SO_MIN + 1),
+                                                               quotient))
+        rounded = Signal(signed(len(s["quotient"])))
+        m.d.comb += rounded.eq((s["quotient"] + s["zp2"]) >> 1)
+        s = advance(keep(s, "valid", "error"), value=(signed(8), Mux(
+            rounded > 127, 127, Mux(rounded < -128, -128, rounded))))
+        assert index == self.latency
         m.d.comb += [
-            self.outputs.valid.eq(out_valid),
-            self.outputs.payload.value.eq(out_value),
-            self.outputs.payload.error.eq(out_error),
+            self.outputs.valid.eq(s["valid"]),
+            self.outputs.payload.value.eq(s["value"]),
+            self.outputs.payload.error.eq(s["error"]),
         ]
         return m

@@ -5,21 +5,28 @@ With ``[Mi, Si, Mo, So, zp] = params`` (``golden.intops.softmax_params``) and th
 ``A = 357921223``, ``B = 65535``, ``C = 357921224`` (see docs/integer_ops.md), for one row:
 
 - **Pass 0: the row maximum** ``m``. The masked lanes of a beat (the others read as -2**31) go
-  through a tree of 32-bit signed maxima, registered every two levels, into a running register.
-- **Pass 1: the exponentials and their sum.** Per lane, six pipeline stages (every product is
-  registered before the adds and shifts that use it):
+  through a tree of 32-bit signed maxima, registered after every level, into a running register.
+- **Pass 1: the exponentials and their sum.** Per lane, twelve pipeline stages. Every product
+  wider than one MULT18X18D is split into tiles (``rtl.tiled_product``): one stage registers the
+  tile products, two more sum them (one adder level per stage), so no adder follows a multiplier
+  in a cycle and no two wide carry chains are chained:
 
   A. ``d = m - x``: 0 .. 2**32 - 1, 32 bits unsigned;
-  B. ``d * Mi``: 32 x 31-bit product, < 2**63;
-  C. ``nv = (d * Mi) >> Si`` (a 63-bit, 6-bit barrel shift), then ``z = min(nv >> 15, 31)`` (5
-     bits: 31 when any bit above bit 19 is set) and ``h = B - (nv & 0x7fff)``, which is the
-     bitwise complement of the 15-bit fraction with a 1 on top (16 bits, 32768..65535);
-  D. ``h * h``: 16 x 16-bit product, < 2**32;
-  E. ``A * h**2``: 29 x 32-bit product with a constant, < 2**61;
-  F. ``e = (((A * h**2) >> 31) + C) >> z``: 31 bits, 0 .. 2**30 (exactly 2**30 at the maximum).
+  B. ``d * Mi``: 32 x 31-bit product, < 2**63 (4 tiles, three stages);
+  C. ``nv = (d * Mi) >> Si`` in two stages: a shift by ``8 * (Si >> 3)`` (63 bits), then by
+     ``Si & 7`` to the 20 low bits of ``nv``, and whether ``nv >> 15 >= 32`` (any bit of the first
+     shift from ``20 + (Si & 7)`` up: one flag per ``Si & 7``, then a multiplexer). ``h = B -
+     (nv & 0x7fff)`` is the bitwise complement of the 15-bit fraction with a 1 on top (16 bits,
+     32768..65535; the constant 1 is not registered);
+  D. ``h * h``: 16 x 16-bit product, < 2**32 (one multiplier);
+  E. ``A * h**2``: 29 x 32-bit product with a constant, < 2**61 (4 tiles, three stages; the
+     tile of the constant's top 12 bits, ``2730 = 3 * 7 * 130``, from three adders);
+  F. ``poly = ((A * h**2) >> 31) + C``, then in the next stage ``e = poly >> z`` with
+     ``z = min(nv >> 15, 31)`` (``e`` is 0 for ``z = 31``: ``poly <= 2**30``): 31 bits,
+     0 .. 2**30 (exactly 2**30 at the maximum).
 
-  The masked ``e`` of a beat go through an adder tree (31 + log2(lanes) bits, registered every
-  two levels) into a 47-bit running sum, ``2**30 <= sum <= 65536 * 2**30``.
+  The masked ``e`` of a beat go through an adder tree (31 + log2(lanes) bits, registered after
+  every level) into a 47-bit running sum, ``2**30 <= sum <= 65536 * 2**30``.
 - **The division** ``R = (Mo << 31) // sum``, restoring, one quotient bit per cycle, 32 cycles
   (``beats.ready`` is low meanwhile). ``R < 2**32`` because ``Mo < 2**31`` and ``sum >= 2**30``,
   so the dividend's bits above bit 31, ``Mo >> 1 < sum``, are the initial remainder and only the
@@ -27,15 +34,20 @@ With ``[Mi, Si, Mo, So, zp] = params`` (``golden.intops.softmax_params``) and th
   bit.
 - **Pass 2: the outputs.** Stages A-F again (the same hardware recomputes ``e``), then
 
-  G. ``e * R``: 31 x 32-bit product, <= Mo * 2**31 < 2**62 (because ``e <= sum``);
+  G. ``e`` registered once more (a register that feeds only the multipliers), then ``e * R``:
+     31 x 32-bit product, <= Mo * 2**31 < 2**62 (because ``e <= sum``; 4 tiles, three stages);
   H. ``y = saturate(((e * R + 2**(So + 30)) >> (So + 31)) + zp)``, computed as
      ``((e * R >> (So + 30)) + 1) >> 1`` (the same value: adding 2**(n-1) before a floor shift by
      n equals shifting by n - 1, adding 1 and shifting by 1), so that the rounding adder is 19
      bits wide: ``So + 30`` is ``44 + k`` with ``k = So - 14`` in 0..16, a fixed shift and a
-     5-bit barrel shift.
+     5-bit barrel shift (one stage); then ``+ 2 * zp + 1`` (the even ``2 * zp`` commutes with
+     the last shift), the shift by one and the saturation (one stage).
 
   One result beat per pass-2 beat, in order, ``latency`` cycles after the beat; the pipeline
   stalls as a whole when ``results`` is not ready (as the one-lane pipelines do).
+
+12 MULT18X18D per lane. The registers that feed every lane (``R``, the params) have copies, one
+per group of lanes (at most eight groups), so that none drives the multipliers of all lanes.
 
 Throughput: one beat per cycle inside each pass. Between passes ``beats.ready`` is low while the
 last beat's reduction completes (after pass 0: the max tree's stages; after pass 1: stages A-F,
@@ -65,6 +77,7 @@ from golden.intops import (
 )
 
 from .row_unit_layouts import row_beat_layout, row_result_layout
+from .tiled_product import TILE_BITS, tiled_product
 
 __all__ = ["SoftmaxUnit"]
 
@@ -73,7 +86,8 @@ _SO_MIN, _SO_MAX = 14, 30                 # output shift range (golden.intops._s
 _EXP_WIDTH = SOFTMAX_EXP_BITS + 1         # e: 0 .. 2**30
 _SUM_WIDTH = 47                           # sum: up to 65536 * 2**30
 _QUOTIENT_WIDTH = 32                      # R < 2**32
-_TREE_LEVELS_PER_STAGE = 2                # reduction trees: a register every two levels
+_LANE_COPIES = 8                          # copies of R and the params at most, for the lanes
+_SCALED_WIDTH = 18                        # (e * R) >> (So + 30) < 2**18
 
 assert SOFTMAX_EXP_B == (1 << 16) - 1     # h = B - f is the complement of f (stage C)
 assert SOFTMAX_MAX_SHIFT == 31            # z saturates at 31 (stage C)
@@ -92,7 +106,15 @@ def _multiplier_ok(value):
 
 
 def _in_range(value, low: int, high: int):
-    return (value >= low) & (value <= high)
+    """low <= value <= high for a signed value and small bounds, without comparators as wide
+    as ``value``: its bits above the bounds' width are a sign extension, and the narrow
+    value is within the bounds."""
+    width = max(low.bit_length(), high.bit_length()) + 1
+    extension = value[width - 1:]
+    positive, negative = extension == 0, extension == (1 << len(extension)) - 1
+    narrow = value[0:width].as_signed()
+    sign_ok = positive if low >= 0 else negative if high < 0 else positive | negative
+    return sign_ok & (narrow >= low) & (narrow <= high)
 
 
 class SoftmaxUnit(wiring.Component):
@@ -100,7 +122,7 @@ class SoftmaxUnit(wiring.Component):
     passes; results ``latency`` cycles after their pass-2 beats."""
 
     passes = 3
-    latency = 8
+    latency = 18
 
     def __init__(self, *, lanes: int):
         if isinstance(lanes, bool) or not isinstance(lanes, int) or lanes < 1:
@@ -130,13 +152,12 @@ class SoftmaxUnit(wiring.Component):
             return value
 
         def tree(values, op, shape, name):
-            """Reduce ``values`` with ``op``; (registered result, number of register stages)."""
+            """Reduce ``values`` with ``op``, a register after every level (one after the single
+            value of one lane); (registered result, number of register stages)."""
             values = list(values)
             stages = 0
             while True:
-                for _ in range(_TREE_LEVELS_PER_STAGE):
-                    if len(values) == 1:
-                        break
+                if len(values) > 1:
                     values = [op(values[i], values[i + 1]) if i + 1 < len(values) else values[i]
                               for i in range(0, len(values), 2)]
                 values = [stage(shape, v, f"{name}_t{stages}_{i}") for i, v in enumerate(values)]
@@ -180,43 +201,103 @@ class SoftmaxUnit(wiring.Component):
             with m.If(max_last):
                 m.d.sync += [phase.eq(_Phase.SUM), closed.eq(0)]
 
+        # Copies of registers that feed every lane ---------------------------------------------
+        def copies(value, count, name):
+            """Per lane, one of ``count`` copies of the register ``value`` (itself when ``count``
+            is 1), so that no register drives the multipliers of more than ``lanes / count``
+            lanes. The copies form a chain, each a cycle behind the one before (yosys merges
+            parallel copies into one): the last has the value ``count`` cycles later."""
+            if count == 1:
+                return [value] * lanes
+            chain = []
+            for index_copy in range(count):
+                copy = Signal(value.shape(), name=f"{name}_copy{index_copy}")
+                m.d.sync += copy.eq(chain[-1] if chain else value)
+                chain.append(copy)
+            return [chain[i * count // lanes] for i in range(lanes)]
+
+        # The params: the first pass-1 beat reaches stage B (the first to use them) 3 +
+        # max_stages cycles after the first pass-0 beat, with which the params are valid.
+        param_copies = min(lanes, _LANE_COPIES, max_stages + 2)
+        lane_mi = copies(mi[0:31], param_copies, "mi")
+        lane_si = copies(si[0:6], param_copies, "si")
+        lane_k = copies((so - _SO_MIN)[0:5], param_copies, "k")
+        lane_zp2 = copies(Cat(Const(1, 1), zp[0:8]).as_signed(), param_copies, "zp2")  # 2zp + 1
+
         # Passes 1 and 2: e per lane (stages A-F) -------------------------------------------------
-        tags = {"sum": accept & (phase == _Phase.SUM), "out": accept & (phase == _Phase.OUTPUT),
-                "last": beat.last, "mask": beat.mask}
+        index = 0  # the stage of the lane pipelines being built
 
-        def carry(previous, index):
-            return {name: stage(value.shape(), value, f"{name}_{index}")
-                    for name, value in previous.items()}
+        def advance(carried, **new):
+            """The next stage: registers of ``carried`` (name: a register or a list of them, one
+            per lane) and of ``new`` (name: a list of (shape, value), one per lane)."""
+            nonlocal index
+            index += 1
 
-        tags_a = carry(tags, "a")
-        d = [stage(32, row_max - beat.values[i], f"d_a{i}") for i in range(lanes)]
-        tags_b = carry(tags_a, "b")
-        product = [stage(63, d[i] * mi[0:31], f"dm_b{i}") for i in range(lanes)]
-        tags_c = carry(tags_b, "c")
-        z, h = [], []
-        for i in range(lanes):
-            nv = Signal(63, name=f"nv_{i}")
-            m.d.comb += nv.eq(product[i] >> si[0:6])
-            frac = nv[0:SOFTMAX_FRAC_BITS]
-            whole = nv[SOFTMAX_FRAC_BITS:]
-            z.append(stage(5, Mux(whole[5:].any(), SOFTMAX_MAX_SHIFT, whole[0:5]), f"z_c{i}"))
-            h.append(stage(16, Cat(~frac, Const(1, 1)), f"h_c{i}"))
-        tags_d = carry(tags_c, "d")
-        hh = [stage(32, h[i] * h[i], f"hh_d{i}") for i in range(lanes)]
-        z_d = [stage(5, z[i], f"z_d{i}") for i in range(lanes)]
-        tags_e = carry(tags_d, "e")
-        ahh = [stage(61, hh[i] * SOFTMAX_EXP_A, f"ahh_e{i}") for i in range(lanes)]
-        z_e = [stage(5, z_d[i], f"z_e{i}") for i in range(lanes)]
-        tags_f = carry(tags_e, "f")
-        e = [stage(_EXP_WIDTH, (ahh[i][31:61] + SOFTMAX_EXP_C) >> z_e[i], f"e_f{i}")
-             for i in range(lanes)]
+            def register(name, value):
+                if isinstance(value, list):
+                    return [stage(v.shape(), v, f"{name}_{index}_{i}") for i, v in enumerate(value)]
+                return stage(value.shape(), value, f"{name}_{index}")
+
+            return ({name: register(name, value) for name, value in carried.items()}
+                    | {name: [stage(shape, value, f"{name}_{index}_{i}")
+                              for i, (shape, value) in enumerate(lanes_new)]
+                       for name, lanes_new in new.items()})
+
+        def multiply(carried, pairs, name, lut_tiles=()):
+            """(``carried`` moved along the stages of the products, the registered products of
+            ``pairs``, one (a, b) per lane)."""
+            products = [tiled_product(stage, a, b, name=f"{name}_{index + 1}_{i}",
+                                      lut_tiles=lut_tiles)
+                        for i, (a, b) in enumerate(pairs)]
+            for _ in range(products[0][1]):
+                carried = advance(carried)
+            return carried, [value for value, _ in products]
+
+        def keep(carried, *names):
+            return {name: carried[name] for name in names}
+
+        tag_names = ("sum", "out", "last", "mask")
+        s = {"sum": accept & (phase == _Phase.SUM), "out": accept & (phase == _Phase.OUTPUT),
+             "last": beat.last, "mask": beat.mask}
+        # A: d = m - x; B: d * Mi; C: >> Si in two stages, by 8 * Si[3:6], then by f = Si[0:3]:
+        # the fraction (h = its complement), the integer part's low five bits and whether the
+        # integer part is 32 or more (any bit of the coarse shift from 20 + f up: one flag per
+        # f, then a multiplexer)
+        s = advance(s, d=[(32, row_max - beat.values[i]) for i in range(lanes)])
+        s, dm = multiply(keep(s, *tag_names), list(zip(s["d"], lane_mi, strict=True)), "dm")
+        s = advance(s, coarse=[(63, product >> Cat(Const(0, 3), si[3:6]))
+                               for product, si in zip(dm, lane_si, strict=True)])
+        fine = [si[0:3] for si in lane_si]
+        window, large = [], []
+        for i, (coarse, f) in enumerate(zip(s["coarse"], fine, strict=True)):
+            large_by_fine = Signal(8, name=f"large_by_fine_{i}")
+            m.d.comb += [large_by_fine[j].eq(coarse[SOFTMAX_FRAC_BITS + 5 + j:].any())
+                         for j in range(8)]
+            window.append((coarse >> f)[0:SOFTMAX_FRAC_BITS + 5])
+            large.append(large_by_fine.bit_select(f, 1))
+        s = advance(keep(s, *tag_names),
+                    low_h=[(SOFTMAX_FRAC_BITS, ~v[0:SOFTMAX_FRAC_BITS]) for v in window],
+                    whole=[(5, v[SOFTMAX_FRAC_BITS:]) for v in window],
+                    large=[(1, v) for v in large])
+        # D: h * h; E: A * h**2 (the constants's top tile from adders); F: ((A * h**2) >> 31) + C,
+        # then e = that >> z, z = min(integer part, 31): 0 when z is 31 (poly <= 2**30). (h's
+        # top bit, a constant 1, is not registered: yosys would merge that flip-flop of all lanes.)
+        h = [Cat(low_h, Const(1, 1)) for low_h in s["low_h"]]
+        s, hh = multiply(keep(s, *tag_names, "whole", "large"), [(h_i, h_i) for h_i in h], "hh")
+        s, ahh = multiply(s, [(SOFTMAX_EXP_A, product) for product in hh], "ahh",
+                          lut_tiles={(TILE_BITS, TILE_BITS)})
+        s = advance(s, poly=[(_EXP_WIDTH, product[31:61] + SOFTMAX_EXP_C) for product in ahh])
+        s = advance(keep(s, *tag_names),
+                    e=[(_EXP_WIDTH, Mux(large, 0, poly >> whole))
+                       for poly, whole, large in zip(s["poly"], s["whole"], s["large"],
+                                                     strict=True)])
 
         # Pass 1: the sum, then the division ------------------------------------------------------
         sum_width = _EXP_WIDTH + (lanes - 1).bit_length()
-        beat_sum, sum_stages = tree([Mux(tags_f["mask"][i], e[i], 0) for i in range(lanes)],
+        beat_sum, sum_stages = tree([Mux(s["mask"][i], s["e"][i], 0) for i in range(lanes)],
                                     lambda a, b: a + b, unsigned(sum_width), "sum")
-        sum_valid = delay(tags_f["sum"], sum_stages, "sum_valid")
-        sum_last = delay(tags_f["last"], sum_stages, "sum_last")
+        sum_valid = delay(s["sum"], sum_stages, "sum_valid")
+        sum_last = delay(s["last"], sum_stages, "sum_last")
         total = Signal(_SUM_WIDTH)
         sum_first = Signal(init=1)
         remainder = Signal(_SUM_WIDTH + 1)
@@ -240,22 +321,22 @@ class SoftmaxUnit(wiring.Component):
             with m.If(count == 1):
                 m.d.sync += phase.eq(_Phase.OUTPUT)
 
-        # Pass 2: the outputs (stages G, H) -------------------------------------------------------
-        out_g = stage(1, tags_f["out"], "out_g")
-        product_g = [stage(62, e[i] * quotient, f"er_g{i}") for i in range(lanes)]
-        k = (so - _SO_MIN)[0:5]
-        values = []
-        for i in range(lanes):
-            scaled = Signal(18, name=f"scaled_{i}")  # (e * R) >> (So + 30)
-            m.d.comb += scaled.eq((product_g[i] >> (_SO_MIN + 30)) >> k)
-            total_i = Signal(signed(20), name=f"y_{i}")
-            m.d.comb += total_i.eq(((scaled + 1) >> 1) + zp[0:8].as_signed())
-            values.append(stage(signed(8), Mux(total_i > 127, 127,
-                                               Mux(total_i < -128, -128, total_i)), f"y_h{i}"))
-        out_h = stage(1, out_g, "out_h")
+        # Pass 2: the outputs (G: e * R; H: shift, round, zero point, saturate) ------------------
+        # R for the lanes' multipliers: copies (see ``copies``); the last has R before the first
+        # pass-2 beat reaches stage G (1 + stages A-F cycles after the division's end).
+        lane_quotient = copies(quotient, min(lanes, _LANE_COPIES, index), "quotient")
+        s = advance(keep(s, "out", "e"))  # e again, next to the multipliers (away from the sum)
+        s, er = multiply(keep(s, "out"), list(zip(s["e"], lane_quotient, strict=True)), "er")
+        s = advance(s, scaled=[(_SCALED_WIDTH, (product[_SO_MIN + 30:] >> k)[0:_SCALED_WIDTH])
+                               for product, k in zip(er, lane_k, strict=True)])
+        rounded = [(scaled + zp2) >> 1 for scaled, zp2 in zip(s["scaled"], lane_zp2, strict=True)]
+        s = advance(keep(s, "out"), y=[(signed(8), Mux(value > 127, 127,
+                                                        Mux(value < -128, -128, value)))
+                                       for value in rounded])
+        assert index == self.latency
         m.d.comb += [
-            self.results.valid.eq(out_h),
+            self.results.valid.eq(s["out"]),
             self.results.payload.error.eq(error),
         ]
-        m.d.comb += [self.results.payload.values[i].eq(values[i]) for i in range(lanes)]
+        m.d.comb += [self.results.payload.values[i].eq(s["y"][i]) for i in range(lanes)]
         return m

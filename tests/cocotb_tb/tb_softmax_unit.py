@@ -28,7 +28,7 @@ class TB(ClockedTB):
 
     def __init__(self, dut, *, beat_idle=0.2, result_stall=0.2):
         super().__init__(dut)
-        self.lanes = self.config.cols
+        self.lanes = (len(dut.results__payload) - 1) // 8  # int8 values and the error bit
         self.beat_idle, self.result_stall = beat_idle, result_stall
         dut.beats__valid.value = 0
         dut.results__ready.value = 0
