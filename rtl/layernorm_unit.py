@@ -23,7 +23,7 @@ Pass 1 (one beat per cycle): per lane ``D_j = L x_j - S``, ``D'_j = ((D_j << 23)
 72))`` (that is ``D_j << -k`` or ``D_j >> min(k, 63)``), the squares, an adder tree (one
 registered level per cycle) and a running register: ``Q = sum D'_j**2``.
 
-Between passes 1 and 2 (``beats.ready`` low, ``75 + ceil(log2(lanes))`` cycles from the last beat
+Between passes 1 and 2 (``beats.ready`` low, ``76 + ceil(log2(lanes))`` cycles from the last beat
 of pass 1 to the first of pass 2): the pipeline drains, ``T = Q + E`` (1 cycle), ``r = isqrt(T)``
 by the digit-by-digit method on a 34-bit remainder, two bits of ``T`` a cycle (32 steps), the
 divider's set-up (1) and the one division ``R = 2**53 // max(r, 2**22)``, restoring, one quotient
@@ -64,6 +64,7 @@ The unit counts the passes itself; ``pass_index`` is not used.
 
 from amaranth import Cat, Const, Module, Mux, Signal, Value, signed, unsigned
 from amaranth.lib import data, stream, wiring
+from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.wiring import In, Out
 
 from .arith import leading_zeros
@@ -77,6 +78,7 @@ _MIN_ROOT = 1 << 22   # golden LAYERNORM_MIN_ROOT
 _NORM_BITS = 30       # golden LAYERNORM_NORM_BITS
 _STEPS = 32           # isqrt steps (two bits of T each) and quotient bits
 _LOW = 17             # the unsigned low part of an operand split for 18 x 18 signed multipliers
+_RESULT_SLOTS = 16    # the results FIFO: more than the pipeline's latency, so no backpressure no stall
 _SHIFT_CLIP = 72      # D << 23 is 73 bits: a right shift by 72 leaves its sign alone
 
 
@@ -133,7 +135,7 @@ class LayernormUnit(wiring.Component):
 
     passes = 3
     #: Cycles from a beat of pass 2 taken to its result valid (without backpressure).
-    latency = 13
+    latency = 14
 
     def __init__(self, *, lanes: int):
         if not isinstance(lanes, int) or isinstance(lanes, bool) or lanes < 1:
@@ -155,77 +157,98 @@ class LayernormUnit(wiring.Component):
         eps_mult, eps_exp, shift, zero_point = (self.params[i] for i in range(1, 5))
 
         take = Signal()
-        en = Signal()
-        m.d.comb += [
-            take.eq(self.beats.valid & self.beats.ready),
-            en.eq(~self.results.valid | self.results.ready),
-        ]
+        m.d.comb += take.eq(self.beats.valid & self.beats.ready)
 
         # What the unit uses of the parameters, registered every cycle ----------------------------
         bad = Signal()
-        round_bit = Signal(32, reset_less=True)            # 2**SG = 2**(29 + SG) >> 29
+        offset = Signal(signed(41), reset_less=True)       # (2 zp + 1) << SG
         out_shift = Signal(5, reset_less=True)             # SG (the output shift is 30 + SG)
-        out_zero = Signal(signed(8), reset_less=True)      # zp
         k_min = Signal(signed(12), reset_less=True)        # (Ee - 30) >> 1
+        eps_base = Signal(signed(12), reset_less=True)     # 31 - Ee
         m.d.sync += [
             bad.eq((self.params[0] != length) | (length == 0) | (eps_mult < (1 << 30))
                    | (eps_exp < -1000) | (eps_exp > 1000) | (shift < 0) | (shift > 31)
                    | (zero_point < -128) | (zero_point > 127)),
-            round_bit.eq(Const(1, 1) << shift[:5]),
+            offset.eq(Cat(Const(1, 1), zero_point[:8]).as_signed() << shift[:5]),
             out_shift.eq(shift[:5]),
-            out_zero.eq(zero_point[:8]),
-            k_min.eq((eps_exp[:11].as_signed() - 30) >> 1),  # Ee out of -1000..1000 raises error
+            # An Ee outside -1000..1000 (11 bits) raises error.
+            k_min.eq((eps_exp[:11].as_signed() - 30) >> 1),
+            eps_base.eq(31 - eps_exp[:11].as_signed()),
         ]
 
-        # Pass 0: sum, max and min over the masked lanes; these registers never stall -----------
-        in_pass0 = Signal()
-
-        def free_register(value, name):
+        def register(value, name):
             reg = Signal(Value.cast(value).shape(), name=name, reset_less=True)
             m.d.sync += reg.eq(value)
             return reg
 
-        p0_valid = [Signal(name="p0_valid_0")]
-        m.d.sync += p0_valid[0].eq(take & in_pass0)
-        p0_x = [free_register(beat.values[j], f"p0_x_{j}") for j in range(lanes)]
-        p0_mask = free_register(beat.mask, "p0_mask")
+        def flag(value, name):
+            reg = Signal(name=name)
+            m.d.sync += reg.eq(value)
+            return reg
+
+        # Pass 0: sum, max and min over the masked lanes -----------------------------------------
+        # x_max and x_min are found on the values with bit 31 flipped (unsigned compares); a lane
+        # takes part while its mask bit (cleared but for beats of pass 0) is set.
+        in_pass0 = Signal()
+        p0_valid = [flag(take & in_pass0, "p0_valid_0")]
+        p0_x = [register(beat.values[j], f"p0_x_{j}") for j in range(lanes)]
+        p0_mask = register(Mux(take & in_pass0, beat.mask, 0), "p0_mask")
+
+        def flipped(x):
+            return Cat(x[:31], ~x[31])
+
+        def extreme(better):
+            def pick(a, b):  # (value, valid) of the better one of two
+                a_wins = a[1] & (~b[1] | better(a[0], b[0]))
+                return Mux(a_wins, a[0], b[0]), a[1] | b[1]
+            return pick
+
+        def tree_register(name):
+            def make(value, level):
+                return (register(value[0], f"p0_{name}_{level}"),
+                        flag(value[1], f"p0_{name}_valid_{level}"))
+            return make
+
         beat_sum, p0_levels = _tree(
             [Mux(p0_mask[j], p0_x[j], 0) for j in range(lanes)], lambda a, b: a + b,
-            lambda value, level: free_register(value, f"p0_sum_{level}"))
-        beat_max, _ = _tree(
-            [Mux(p0_mask[j], p0_x[j], -(1 << 31)) for j in range(lanes)], _max,
-            lambda value, level: free_register(value, f"p0_max_{level}"))
-        beat_min, _ = _tree(
-            [Mux(p0_mask[j], p0_x[j], (1 << 31) - 1) for j in range(lanes)], _min,
-            lambda value, level: free_register(value, f"p0_min_{level}"))
+            lambda value, level: register(value, f"p0_sum_{level}"))
+        leaves = [(flipped(p0_x[j]), p0_mask[j]) for j in range(lanes)]
+        beat_max, _ = _tree(leaves, extreme(lambda a, b: a > b), tree_register("max"))
+        beat_min, _ = _tree(leaves, extreme(lambda a, b: a < b), tree_register("min"))
         for level in range(p0_levels):
-            p0_valid.append(free_register(p0_valid[-1], f"p0_valid_{level + 1}"))
+            p0_valid.append(flag(p0_valid[-1], f"p0_valid_{level + 1}"))
         s_acc = Signal(signed(48))
-        max_acc = Signal(signed(32), init=-(1 << 31))
-        min_acc = Signal(signed(32), init=(1 << 31) - 1)
-        with m.If(p0_valid[-1]):
-            m.d.sync += [s_acc.eq(s_acc + beat_sum), max_acc.eq(_max(max_acc, beat_max)),
-                         min_acc.eq(_min(min_acc, beat_min))]
+        m.d.sync += s_acc.eq(s_acc + beat_sum)
+
+        # The running extremes: a loop of two registered stages, the compare of the beat's extreme
+        # with the loop's value, then the select, so it holds two running extremes (of the beats
+        # of even and of odd cycles), which alternate in it once no beat comes.
+        restart = [s_acc.eq(0)]  # once the row's S, x_max and x_min are taken
+
+        def running_extreme(candidate, better, fill, name):
+            current = Signal(32, init=fill, name=f"{name}_current")
+            other = Signal(32, init=fill, name=f"{name}_other")
+            held = Signal(32, name=f"{name}_candidate", reset_less=True)
+            take_it = Signal(name=f"{name}_take")
+            m.d.sync += [other.eq(current), held.eq(candidate[0]),
+                         take_it.eq(candidate[1] & better(candidate[0], current)),
+                         current.eq(Mux(take_it, held, other))]
+            restart.extend([current.eq(fill), other.eq(fill), take_it.eq(0)])
+            return current, other
+
+        max_pair = running_extreme(beat_max, lambda a, b: a > b, 0, "max")
+        min_pair = running_extreme(beat_min, lambda a, b: a < b, (1 << 32) - 1, "min")
+        p0_valid.append(flag(p0_valid[-1], "p0_valid_extremes"))
         p0_busy = Cat(*p0_valid).any()
 
         # Row constants, replaced only while the shared pipeline is empty.
         s_row = Signal(signed(48), reset_less=True)
+        x_max = Signal(signed(32), reset_less=True)
+        x_min = Signal(signed(32), reset_less=True)
         amount = Signal(range(_SHIFT_CLIP + 1), reset_less=True)  # min(k + 23, 72)
         quotient = Signal(32, reset_less=True)  # R once the division is done
 
-        # Passes 1 and 2: one pipeline, stalled as a whole ---------------------------------------
-        def register(value, name):
-            reg = Signal(Value.cast(value).shape(), name=name, reset_less=True)
-            with m.If(en):
-                m.d.sync += reg.eq(value)
-            return reg
-
-        def flag(value, name):
-            reg = Signal(name=name)
-            with m.If(en):
-                m.d.sync += reg.eq(value)
-            return reg
-
+        # Passes 1 and 2: one pipeline that never stalls, into the results FIFO -----------------
         in_pass12 = Signal()
         in_pass2 = Signal()
         inject = Signal()      # a row beat into lane 0: x_max, or x_min with inject_min
@@ -234,10 +257,10 @@ class LayernormUnit(wiring.Component):
         # Stage 0: the beat (lane 0 takes the row's x_max or x_min for a row beat).
         valid = [flag(take & in_pass12 | inject, "valid_0")]
         second = [flag(in_pass2, "second_0")]
-        row = flag(inject, "row_0")
-        row_min = flag(inject_min, "row_min_0")
+        row_beat = flag(inject, "row_beat_0")
+        row_beat_min = flag(inject_min, "row_beat_min_0")
         mask = [register(beat.mask, "mask_0")]
-        row_value = Mux(inject_min, min_acc, max_acc)
+        row_value = Mux(inject_min, x_min, x_max)
         x = [register(Mux(inject, row_value, beat.values[0]) if j == 0 else beat.values[j],
                       f"x_0_{j}") for j in range(lanes)]
         gamma = [[register(beat.gamma[j], f"gamma_0_{j}")] for j in range(lanes)]
@@ -254,97 +277,113 @@ class LayernormUnit(wiring.Component):
 
         # Stages 1-3: D = L x - S, the multiply split at bit 17 of x.
         advance(1)
-        row = flag(row, "row_1")
-        row_min = flag(row_min, "row_min_1")
         x_parts = [_split(x[j]) for j in range(lanes)]
         product_low = [register(length * x_parts[j][0], f"lx_low_1_{j}") for j in range(lanes)]
         product_high = [register(length * x_parts[j][1], f"lx_high_1_{j}") for j in range(lanes)]
         advance(2)
-        row = flag(row, "row_2")
-        row_min = flag(row_min, "row_min_2")
         low_minus_s = [register(product_low[j] - s_row, f"lx_low_minus_s_2_{j}")
                        for j in range(lanes)]
         product_high = [register(product_high[j], f"lx_high_2_{j}") for j in range(lanes)]
         advance(3)
-        row = flag(row, "row_3")
-        row_min = flag(row_min, "row_min_3")
-        dev = [register((low_minus_s[j] + (product_high[j] << _LOW))[:50].as_signed(),
+        dev = [register((low_minus_s[j] + (product_high[j] << _LOW))[:49].as_signed(),
                         f"dev_3_{j}") for j in range(lanes)]
+        for stage in (1, 2, 3):
+            row_beat = flag(row_beat, f"row_beat_{stage}")
+            row_beat_min = flag(row_beat_min, f"row_beat_min_{stage}")
 
         # A row beat leaves here: L x_max - S and S - L x_min.
         high = Signal(49, reset_less=True)
         low = Signal(49, reset_less=True)
-        with m.If(en & valid[3] & row):
-            with m.If(row_min):
+        with m.If(valid[3] & row_beat):
+            with m.If(row_beat_min):
                 m.d.sync += low.eq(-dev[0])
             with m.Else():
                 m.d.sync += high.eq(dev[0])
         min_captured = Signal()
-        m.d.comb += min_captured.eq(en & valid[3] & row & row_min)
+        m.d.comb += min_captured.eq(valid[3] & row_beat & row_beat_min)
 
-        # Stage 4: D' = (D << 23) >> min(k + 23, 72), that is D << -k or D >> min(k, 63).
-        advance(4, kept=~row)
-        norm = [register(((dev[j] << _DEV_BITS) >> amount)[:25].as_signed(), f"norm_4_{j}")
-                for j in range(lanes)]
+        # Stages 4-5: D' = (D << 23) >> min(k + 23, 72), that is D << -k or D >> min(k, 63): by a
+        # multiple of 8, then by the rest.
+        advance(4, kept=~row_beat)
+        coarse = [register(((dev[j] << _DEV_BITS) >> Cat(Const(0, 3), amount[3:]))[:32].as_signed(),
+                           f"coarse_4_{j}") for j in range(lanes)]
+        advance(5)
+        norm = []
+        factor = []  # D' (pass 1) or R (pass 2): the multiplier's other operand
+        for j in range(lanes):
+            shifted = Signal(signed(25), name=f"norm_{j}")
+            m.d.comb += shifted.eq(coarse[j] >> amount[:3])
+            norm.append(register(shifted, f"norm_5_{j}"))
+            factor.append(register(Mux(second[4], quotient, shifted), f"factor_5_{j}"))
 
-        # Stages 5-7: D' D' (pass 1) or D' R (pass 2).
-        for stage in (5, 6, 7):
+        # Stages 6-8: D' D' (pass 1) or D' R (pass 2).
+        for stage in (6, 7, 8):
             advance(stage)
-        scaled = [_product(register, norm[j], Mux(second[4], quotient, norm[j]), f"dev_r_{j}")
-                  for j in range(lanes)]
+        scaled = [_product(register, norm[j], factor[j], f"dev_r_{j}") for j in range(lanes)]
 
-        # Pass 1, stage 8 on: the masked squares, the adder tree, Q.
-        square_valid = [flag(valid[7] & ~second[7], "square_valid_8")]
-        squares = [register(Mux(mask[7][j], scaled[j][:47], 0), f"square_8_{j}")
+        # Pass 1, stage 9 on: the masked squares, the adder tree, Q.
+        square_valid = [flag(valid[8] & ~second[8], "square_valid_9")]
+        squares = [register(Mux(mask[8][j], scaled[j][:47], 0), f"square_9_{j}")
                    for j in range(lanes)]
         square_sum, square_levels = _tree(
             squares, lambda a, b: a + b, lambda value, level: register(value, f"square_sum_{level}"))
         for level in range(square_levels):
-            square_valid.append(flag(square_valid[-1], f"square_valid_{9 + level}"))
+            square_valid.append(flag(square_valid[-1], f"square_valid_{10 + level}"))
         q = Signal(63, reset_less=True)
-        with m.If(en & square_valid[-1]):
+        with m.If(square_valid[-1]):
             m.d.sync += q.eq(q + square_sum)
 
-        # Pass 2, stages 8-10: t = (D' R) >> 23, t G + (B << 30) + 2**(29 + SG).
-        out_valid = [flag(valid[7] & second[7], "out_valid_8")]
+        # Pass 2, stages 9-11: t = (D' R) >> 23, t G + (B << 30) + 2**(29 + SG) + (zp << (30 + SG))
+        # (zp added before the shift by 30 + SG is added after it: the shift floors).
+        out_valid = [flag(valid[8] & second[8], "out_valid_9")]
         totals = []
         for j in range(lanes):
             t = scaled[j][_DEV_BITS:_DEV_BITS + 32].as_signed()
-            bias = register(Cat(Const(0, 1), beta[j][7]).as_signed() + round_bit, f"bias_8_{j}")
-            totals.append(_product(register, t, gamma[j][7], f"t_g_{j}",
+            bias = register(Cat(Const(0, 1), beta[j][8]).as_signed() + offset, f"bias_9_{j}")
+            totals.append(_product(register, t, gamma[j][8], f"t_g_{j}",
                                    addend=bias << (_NORM_BITS - 1)))
-        for stage in (9, 10):
+        for stage in (10, 11):
             out_valid.append(flag(out_valid[-1], f"out_valid_{stage}"))
 
-        # Stage 11: >> (30 + SG); stage 12: clamped to 10 bits, + zp, saturated.
-        out_valid.append(flag(out_valid[-1], "out_valid_11"))
-        shifted = [register(totals[j][_NORM_BITS:64].as_signed() >> out_shift, f"shifted_11_{j}")
-                   for j in range(lanes)]
+        # Stage 12: >> (30 + SG) (the sum is below 2**69 in magnitude); 13: saturated, into the
+        # FIFO.
         out_valid.append(flag(out_valid[-1], "out_valid_12"))
+        shifted = [register(totals[j][_NORM_BITS:70].as_signed() >> out_shift, f"shifted_12_{j}")
+                   for j in range(lanes)]
+        m.submodules.results = results = SyncFIFO(width=8 * lanes, depth=_RESULT_SLOTS)
         outputs = []
         for j in range(lanes):
-            top = shifted[j][8:]  # the value is in -256..255 when these all equal the sign
-            sign = shifted[j][-1]
-            clamped = Mux(~sign & top.any(), 255,
-                          Mux(sign & ~top.all(), -256, shifted[j][:10].as_signed()))
-            value = Signal(signed(11), name=f"value_{j}")
-            m.d.comb += value.eq(clamped + out_zero)
-            saturated = Mux(value > 127, 127, Mux(value < -128, -128, value))
-            outputs.append(register(saturated[:8].as_signed(), f"out_12_{j}"))
+            top = shifted[j][7:]  # an int8 when these all equal the sign
+            outputs.append(Mux(top.all() | ~top.any(), shifted[j][:8], Mux(top[-1], 0x80, 0x7F)))
         m.d.comb += [
-            self.results.valid.eq(out_valid[-1]),
+            results.w_en.eq(out_valid[-1]),
+            results.w_data.eq(Cat(*outputs)),
+            self.results.valid.eq(results.r_rdy),
+            self.results.payload.values.eq(results.r_data),
             self.results.payload.error.eq(bad),
-            *(self.results.payload.values[j].eq(outputs[j]) for j in range(lanes)),
+            results.r_en.eq(self.results.ready),
         ]
-        drained = ~Cat(*valid, *square_valid, *out_valid[:-1]).any()
+        # Pass 2 beats in the pipeline or in the FIFO: a beat of pass 2 is taken only while there
+        # is a FIFO slot for it.
+        in_flight = Signal(range(_RESULT_SLOTS + 1))
+        m.d.sync += in_flight.eq(in_flight + (take & in_pass2)
+                                 - (self.results.valid & self.results.ready))
+        slot_free = ~in_flight[-1]  # in_flight < _RESULT_SLOTS, a power of two
+
+        # No beat in stages 0-8 nor in the adder tree of the squares (the row constants are used
+        # up to stage 5, Q is complete), registered: one cycle late, as nothing entered since.
+        drained = Signal()
+        m.d.sync += drained.eq(~Cat(*valid, *square_valid).any() & ~(take & in_pass12 | inject))
 
         # The row work between the passes ----------------------------------------------------
         biggest = Signal(49, reset_less=True)
-        k_dev = Signal(signed(7), reset_less=True)     # bitlen(max |D|) - 23
+        zeros = Signal(range(50), reset_less=True)     # leading zeros of max |D| in 49 bits
+        k_dev = Signal(signed(7))                      # bitlen(max |D|) - 23
+        m.d.comb += k_dev.eq(49 - _DEV_BITS - zeros)
         k = Signal(signed(12), reset_less=True)
         eps_amount = Signal(6, reset_less=True)        # min(31 - e, 63)
-        eps_rest = Signal(signed(14))
-        m.d.comb += eps_rest.eq(31 - eps_exp[:11].as_signed() + (k << 1))
+        eps_rest = Signal(signed(14))                  # 31 - e
+        m.d.comb += eps_rest.eq(eps_base + (k << 1))
         eps = Signal(62, reset_less=True)
 
         radicand = Signal(64, reset_less=True)  # T; two bits leave at the top each isqrt step
@@ -367,16 +406,17 @@ class LayernormUnit(wiring.Component):
             with m.State("WAIT0"):
                 # The row's sum is complete and the previous row's pass 2 has left the pipeline.
                 with m.If(~p0_busy & drained):
-                    m.d.sync += s_row.eq(s_acc)
+                    m.d.sync += [s_row.eq(s_acc),
+                                 x_max.eq(flipped(_max(*max_pair)).as_signed()),
+                                 x_min.eq(flipped(_min(*min_pair)).as_signed()),
+                                 *restart]
                     m.next = "INJECT_MAX"
             with m.State("INJECT_MAX"):
                 m.d.comb += inject.eq(1)
-                with m.If(en):
-                    m.next = "INJECT_MIN"
+                m.next = "INJECT_MIN"
             with m.State("INJECT_MIN"):
                 m.d.comb += [inject.eq(1), inject_min.eq(1)]
-                with m.If(en):
-                    m.next = "ROW_DEV"
+                m.next = "ROW_DEV"
             with m.State("ROW_DEV"):
                 with m.If(min_captured):
                     m.next = "BIGGEST"
@@ -384,7 +424,7 @@ class LayernormUnit(wiring.Component):
                 m.d.sync += biggest.eq(Mux(high > low, high, low))
                 m.next = "BIT_LENGTH"
             with m.State("BIT_LENGTH"):
-                m.d.sync += k_dev.eq(49 - _DEV_BITS - leading_zeros(m, biggest))
+                m.d.sync += zeros.eq(leading_zeros(m, biggest))
                 m.next = "SHIFT"
             with m.State("SHIFT"):
                 m.d.sync += k.eq(_max(k_dev, k_min))
@@ -399,7 +439,7 @@ class LayernormUnit(wiring.Component):
                 m.d.sync += [eps.eq(Cat(Const(0, 31), eps_mult[:31]) >> eps_amount), q.eq(0)]
                 m.next = "PASS1"
             with m.State("PASS1"):
-                m.d.comb += [in_pass12.eq(1), self.beats.ready.eq(en)]
+                m.d.comb += [in_pass12.eq(1), self.beats.ready.eq(1)]
                 with m.If(take & beat.last):
                     m.next = "WAIT1"
             with m.State("WAIT1"):
@@ -432,9 +472,7 @@ class LayernormUnit(wiring.Component):
                 with m.If(count == _STEPS - 1):
                     m.next = "PASS2"
             with m.State("PASS2"):
-                m.d.comb += [in_pass12.eq(1), in_pass2.eq(1), self.beats.ready.eq(en)]
+                m.d.comb += [in_pass12.eq(1), in_pass2.eq(1), self.beats.ready.eq(slot_free)]
                 with m.If(take & beat.last):
-                    # The next row's pass 0 starts from empty running registers.
-                    m.d.sync += [s_acc.eq(0), max_acc.eq(-(1 << 31)), min_acc.eq((1 << 31) - 1)]
                     m.next = "PASS0"
         return m
