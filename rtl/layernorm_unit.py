@@ -102,6 +102,12 @@ def _tree(items, op, register):
     return items[0], levels
 
 
+def _fits(value, bits):
+    """A signed ``value`` is a signed number of ``bits`` bits (its top bits all equal)."""
+    top = value[bits - 1:]
+    return top.all() | ~top.any()
+
+
 def _split(value):
     """A signed operand of 18 to 35 bits as its low 17 bits (unsigned) and the rest (signed)."""
     return value[:_LOW], value[_LOW:].as_signed()
@@ -166,9 +172,9 @@ class LayernormUnit(wiring.Component):
         k_min = Signal(signed(12), reset_less=True)        # (Ee - 30) >> 1
         eps_base = Signal(signed(12), reset_less=True)     # 31 - Ee
         m.d.sync += [
-            bad.eq((self.params[0] != length) | (length == 0) | (eps_mult < (1 << 30))
-                   | (eps_exp < -1000) | (eps_exp > 1000) | (shift < 0) | (shift > 31)
-                   | (zero_point < -128) | (zero_point > 127)),
+            bad.eq((self.params[0] != length) | (length == 0) | eps_mult[31] | ~eps_mult[30]
+                   | ~_fits(eps_exp, 11) | (eps_exp[:11].as_signed() < -1000)
+                   | (eps_exp[:11].as_signed() > 1000) | shift[5:].any() | ~_fits(zero_point, 8)),
             offset.eq(Cat(Const(1, 1), zero_point[:8]).as_signed() << shift[:5]),
             out_shift.eq(shift[:5]),
             # An Ee outside -1000..1000 (11 bits) raises error.
@@ -181,6 +187,15 @@ class LayernormUnit(wiring.Component):
             m.d.sync += reg.eq(value)
             return reg
 
+        def cleared_register(value, keep, name):
+            """A register of ``value`` while ``keep``, else 0: a synchronous reset, no LUT."""
+            reg = Signal(Value.cast(value).shape(), name=name, reset_less=True)
+            with m.If(keep):
+                m.d.sync += reg.eq(value)
+            with m.Else():
+                m.d.sync += reg.eq(0)
+            return reg
+
         def flag(value, name):
             reg = Signal(name=name)
             m.d.sync += reg.eq(value)
@@ -191,8 +206,9 @@ class LayernormUnit(wiring.Component):
         # takes part while its mask bit (cleared but for beats of pass 0) is set.
         in_pass0 = Signal()
         p0_valid = [flag(take & in_pass0, "p0_valid_0")]
-        p0_x = [register(beat.values[j], f"p0_x_{j}") for j in range(lanes)]
         p0_mask = register(Mux(take & in_pass0, beat.mask, 0), "p0_mask")
+        p0_x = [cleared_register(beat.values[j], take & in_pass0 & beat.mask[j], f"p0_x_{j}")
+                for j in range(lanes)]
 
         def flipped(x):
             return Cat(x[:31], ~x[31])
@@ -210,7 +226,7 @@ class LayernormUnit(wiring.Component):
             return make
 
         beat_sum, p0_levels = _tree(
-            [Mux(p0_mask[j], p0_x[j], 0) for j in range(lanes)], lambda a, b: a + b,
+            p0_x, lambda a, b: a + b,
             lambda value, level: register(value, f"p0_sum_{level}"))
         leaves = [(flipped(p0_x[j]), p0_mask[j]) for j in range(lanes)]
         beat_max, _ = _tree(leaves, extreme(lambda a, b: a > b), tree_register("max"))
@@ -291,12 +307,13 @@ class LayernormUnit(wiring.Component):
             row_beat = flag(row_beat, f"row_beat_{stage}")
             row_beat_min = flag(row_beat_min, f"row_beat_min_{stage}")
 
-        # A row beat leaves here: L x_max - S and S - L x_min.
+        # A row beat leaves here: L x_max - S, then L x_min - S. Only the bit length of the larger
+        # of L x_max - S and S - L x_min matters: that of their bitwise or.
         high = Signal(49, reset_less=True)
-        low = Signal(49, reset_less=True)
+        biggest = Signal(49, reset_less=True)
         with m.If(valid[3] & row_beat):
             with m.If(row_beat_min):
-                m.d.sync += low.eq(-dev[0])
+                m.d.sync += biggest.eq(high | (-dev[0])[:49])
             with m.Else():
                 m.d.sync += high.eq(dev[0])
         min_captured = Signal()
@@ -323,7 +340,7 @@ class LayernormUnit(wiring.Component):
 
         # Pass 1, stage 9 on: the masked squares, the adder tree, Q.
         square_valid = [flag(valid[8] & ~second[8], "square_valid_9")]
-        squares = [register(Mux(mask[8][j], scaled[j][:47], 0), f"square_9_{j}")
+        squares = [cleared_register(scaled[j][:47], mask[8][j], f"square_9_{j}")
                    for j in range(lanes)]
         square_sum, square_levels = _tree(
             squares, lambda a, b: a + b, lambda value, level: register(value, f"square_sum_{level}"))
@@ -376,7 +393,6 @@ class LayernormUnit(wiring.Component):
         m.d.sync += drained.eq(~Cat(*valid, *square_valid).any() & ~(take & in_pass12 | inject))
 
         # The row work between the passes ----------------------------------------------------
-        biggest = Signal(49, reset_less=True)
         zeros = Signal(range(50), reset_less=True)     # leading zeros of max |D| in 49 bits
         k_dev = Signal(signed(7))                      # bitlen(max |D|) - 23
         m.d.comb += k_dev.eq(49 - _DEV_BITS - zeros)
@@ -386,16 +402,37 @@ class LayernormUnit(wiring.Component):
         m.d.comb += eps_rest.eq(eps_base + (k << 1))
         eps = Signal(62, reset_less=True)
 
+        # The isqrt and the division: one step a cycle while the FSM says so, the register's
+        # next value a single LUT behind the carry chain of the trial subtraction.
+        sqrt_load = Signal()
+        sqrt_step = Signal()
         radicand = Signal(64, reset_less=True)  # T; two bits leave at the top each isqrt step
         rem = Signal(34, reset_less=True)       # isqrt remainder (at most 2 root)
         root = Signal(32, reset_less=True)
         rem_next = Signal(36)
-        trial = Signal(34)
-        m.d.comb += [rem_next.eq(Cat(radicand[-2:], rem)), trial.eq(Cat(Const(1, 2), root))]
+        rem_trial = Signal(signed(37))          # rem_next - (4 root + 1)
+        m.d.comb += [rem_next.eq(Cat(radicand[-2:], rem)),
+                     rem_trial.eq(rem_next - Cat(Const(1, 2), root))]
+        with m.If(sqrt_load):
+            m.d.sync += [radicand.eq(q + eps), rem.eq(0), root.eq(0)]
+        with m.Elif(sqrt_step):
+            m.d.sync += [radicand.eq(radicand << 2),
+                         rem.eq(Mux(rem_trial < 0, rem_next, rem_trial)),
+                         root.eq(Cat(rem_trial >= 0, root))]
+
+        divide_load = Signal()
+        divide_step = Signal()
         divisor = Signal(32, reset_less=True)
         div_rem = Signal(32, reset_less=True)
         doubled = Signal(33)
-        m.d.comb += doubled.eq(Cat(Const(0, 1), div_rem))
+        div_trial = Signal(signed(34))          # doubled - divisor
+        m.d.comb += [doubled.eq(Cat(Const(0, 1), div_rem)), div_trial.eq(doubled - divisor)]
+        with m.If(divide_load):
+            m.d.sync += [divisor.eq(Mux(root[22:].any(), root, _MIN_ROOT)),
+                         div_rem.eq(1 << (_RECIP_BITS - _STEPS)), quotient.eq(0)]
+        with m.Elif(divide_step):
+            m.d.sync += [div_rem.eq(Mux(div_trial < 0, doubled, div_trial)),
+                         quotient.eq(Cat(div_trial >= 0, quotient))]
         count = Signal(range(_STEPS), reset_less=True)
 
         with m.FSM():
@@ -419,10 +456,7 @@ class LayernormUnit(wiring.Component):
                 m.next = "ROW_DEV"
             with m.State("ROW_DEV"):
                 with m.If(min_captured):
-                    m.next = "BIGGEST"
-            with m.State("BIGGEST"):
-                m.d.sync += biggest.eq(Mux(high > low, high, low))
-                m.next = "BIT_LENGTH"
+                    m.next = "BIT_LENGTH"
             with m.State("BIT_LENGTH"):
                 m.d.sync += zeros.eq(leading_zeros(m, biggest))
                 m.next = "SHIFT"
@@ -444,30 +478,20 @@ class LayernormUnit(wiring.Component):
                     m.next = "WAIT1"
             with m.State("WAIT1"):
                 with m.If(drained):  # Q is complete
-                    m.d.sync += [radicand.eq(q + eps), rem.eq(0), root.eq(0), count.eq(0)]
+                    m.d.comb += sqrt_load.eq(1)
+                    m.d.sync += count.eq(0)
                     m.next = "SQRT"
             with m.State("SQRT"):
-                with m.If(rem_next >= trial):
-                    m.d.sync += [rem.eq(rem_next - trial), root.eq(Cat(Const(1, 1), root))]
-                with m.Else():
-                    m.d.sync += [rem.eq(rem_next), root.eq(Cat(Const(0, 1), root))]
-                m.d.sync += [radicand.eq(radicand << 2), count.eq(count + 1)]
+                m.d.comb += sqrt_step.eq(1)
+                m.d.sync += count.eq(count + 1)
                 with m.If(count == _STEPS - 1):
                     m.next = "DIVIDE_SETUP"
             with m.State("DIVIDE_SETUP"):
-                m.d.sync += [
-                    divisor.eq(Mux(root < _MIN_ROOT, _MIN_ROOT, root)),
-                    div_rem.eq(1 << (_RECIP_BITS - _STEPS)),
-                    quotient.eq(0),
-                    count.eq(0),
-                ]
+                m.d.comb += divide_load.eq(1)
+                m.d.sync += count.eq(0)
                 m.next = "DIVIDE"
             with m.State("DIVIDE"):
-                with m.If(doubled >= divisor):
-                    m.d.sync += [div_rem.eq(doubled - divisor),
-                                 quotient.eq(Cat(Const(1, 1), quotient))]
-                with m.Else():
-                    m.d.sync += [div_rem.eq(doubled), quotient.eq(Cat(Const(0, 1), quotient))]
+                m.d.comb += divide_step.eq(1)
                 m.d.sync += count.eq(count + 1)
                 with m.If(count == _STEPS - 1):
                     m.next = "PASS2"
