@@ -62,7 +62,7 @@ The checks are registered: the parameters are stable long before the first resul
 The unit counts the passes itself; ``pass_index`` is not used.
 """
 
-from amaranth import Cat, Const, Module, Mux, Signal, Value, signed, unsigned
+from amaranth import Cat, Const, Module, Mux, ResetSignal, Signal, Value, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.wiring import In, Out
@@ -233,23 +233,30 @@ class LayernormUnit(wiring.Component):
         beat_min, _ = _tree(leaves, extreme(lambda a, b: a < b), tree_register("min"))
         for level in range(p0_levels):
             p0_valid.append(flag(p0_valid[-1], f"p0_valid_{level + 1}"))
-        s_acc = Signal(signed(48))
-        m.d.sync += s_acc.eq(s_acc + beat_sum)
+        # The running sum and extremes start again once the row's S, x_max and x_min are taken
+        # (and on reset): a synchronous reset of their registers, no LUT.
+        restart = Signal()
+
+        def running(reg, value):
+            with m.If(restart | ResetSignal()):
+                m.d.sync += reg.eq(reg.init)
+            with m.Else():
+                m.d.sync += reg.eq(value)
+
+        s_acc = Signal(signed(48), reset_less=True)
+        running(s_acc, s_acc + beat_sum)
 
         # The running extremes: a loop of two registered stages, the compare of the beat's extreme
         # with the loop's value, then the select, so it holds two running extremes (of the beats
         # of even and of odd cycles), which alternate in it once no beat comes.
-        restart = [s_acc.eq(0)]  # once the row's S, x_max and x_min are taken
-
         def running_extreme(candidate, better, fill, name):
-            current = Signal(32, init=fill, name=f"{name}_current")
-            other = Signal(32, init=fill, name=f"{name}_other")
-            held = Signal(32, name=f"{name}_candidate", reset_less=True)
+            held = register(candidate[0], f"{name}_candidate")
             take_it = Signal(name=f"{name}_take")
-            m.d.sync += [other.eq(current), held.eq(candidate[0]),
-                         take_it.eq(candidate[1] & better(candidate[0], current)),
-                         current.eq(Mux(take_it, held, other))]
-            restart.extend([current.eq(fill), other.eq(fill), take_it.eq(0)])
+            current = Signal(32, init=fill, name=f"{name}_current", reset_less=True)
+            other = Signal(32, init=fill, name=f"{name}_other", reset_less=True)
+            running(take_it, candidate[1] & better(candidate[0], current))
+            running(current, Mux(take_it, held, other))
+            running(other, current)
             return current, other
 
         max_pair = running_extreme(beat_max, lambda a, b: a > b, 0, "max")
@@ -443,10 +450,10 @@ class LayernormUnit(wiring.Component):
             with m.State("WAIT0"):
                 # The row's sum is complete and the previous row's pass 2 has left the pipeline.
                 with m.If(~p0_busy & drained):
+                    m.d.comb += restart.eq(1)
                     m.d.sync += [s_row.eq(s_acc),
                                  x_max.eq(flipped(_max(*max_pair)).as_signed()),
-                                 x_min.eq(flipped(_min(*min_pair)).as_signed()),
-                                 *restart]
+                                 x_min.eq(flipped(_min(*min_pair)).as_signed())]
                     m.next = "INJECT_MAX"
             with m.State("INJECT_MAX"):
                 m.d.comb += inject.eq(1)
