@@ -35,8 +35,10 @@ class SystolicArray(wiring.Component):
 
     - ``weights``: a tile is ``cols`` beats, column 0 first; each beat shifts the bank it names
       one column towards column 0 (beats enter at column ``cols - 1``), so after ``cols`` beats
-      column n holds beat n. The bank being loaded must not be the one inputs in flight
-      compute with (the controller alternates banks: double buffering).
+      column n holds beat n. The bank being loaded must not be the one a valid input in flight
+      computes with, from the cycle it enters until it reaches the last PE (the controller
+      alternates banks: double buffering); the PEs' weight registers rely on it (see
+      :class:`ProcessingElement`).
     - ``inputs`` / ``outputs``: at most one vector in and one out per cycle, in order,
       ``latency`` cycles apart.
     - int32 sums wrap like the golden model.
@@ -63,7 +65,7 @@ class SystolicArray(wiring.Component):
         shift = Signal(2)
         m.d.comb += shift.eq(Mux(self.weights.payload.bank, 0b10, 0b01)
                              & self.weights.valid.replicate(2))
-        pes = [[ProcessingElement() for _ in range(cols)] for _ in range(rows)]
+        pes = [[ProcessingElement(top_row=k == 0) for _ in range(cols)] for k in range(rows)]
         for k in range(rows):
             for c in range(cols):
                 m.submodules[f"pe_{k}_{c}"] = pe = pes[k][c]
@@ -81,14 +83,17 @@ class SystolicArray(wiring.Component):
         # Bank select: an input vector reaches PE (k, c) k + c cycles after it enters, so every
         # PE of an anti-diagonal computes with the same bank: one register per anti-diagonal
         # (not one per PE and skew stage: fewer registers for Verilator to move every cycle).
-        diagonal = [self.inputs.payload.bank]
-        for d in range(1, rows + cols - 1):
+        # A PE's weight register takes the bank its next multiply uses: in the top row that of
+        # the input in the PE now, below it that of the input in the PE in the next cycle,
+        # which is the anti-diagonal before it now.
+        diagonal = [self.inputs.payload.bank]  # diagonal[d]: anti-diagonal d's bank now
+        for d in range(1, rows + cols - 2):  # the PEs read up to rows + cols - 3 (rows >= 2)
             delayed = Signal(name=f"bank_diagonal_{d}", reset_less=True)
             m.d.sync += delayed.eq(diagonal[-1])
             diagonal.append(delayed)
         for k in range(rows):
             for c in range(cols):
-                m.d.comb += pes[k][c].sel_in.eq(diagonal[k + c])
+                m.d.comb += pes[k][c].weight_bank.eq(diagonal[c] if k == 0 else diagonal[k + c - 1])
 
         # Input skew: row k enters k cycles late.
         for k in range(rows):
