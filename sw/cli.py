@@ -58,7 +58,8 @@ def cmd_info(args) -> int:
     print(f"  AXI4 master          {config.axi_data_width}-bit data, {config.axi_addr_width}-bit address")
     print(f"  instruction          {config.instruction_width} bits; queues {config.queue_depth} deep")
     print(f"  vector rows          up to {config.vector_max_length} elements (softmax, layernorm)")
-    print(f"  vector unit          {config.vector_lanes} lane{'s' if config.vector_lanes > 1 else ''} (elements per cycle)")
+    lanes = config.vector_lanes
+    print(f"  vector unit          {lanes} lane{'s' if lanes > 1 else ''} (elements per cycle)")
     print(f"  watchdog             {config.watchdog_cycles} cycles")
     return 0
 
