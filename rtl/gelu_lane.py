@@ -56,6 +56,7 @@ from golden.intops import (
     GELU_POLY_FRAC_BITS,
 )
 
+from .arith import in_range
 from .tiled_product import TILE_BITS, tiled_product
 
 __all__ = ["GeluLane", "gelu_input_layout", "gelu_output_layout"]
@@ -79,16 +80,6 @@ def _multiplier_ok(value):
     return value[30:32] == 0b01
 
 
-def _in_range(value, low: int, high: int):
-    """low <= value <= high for a signed value and small bounds, without comparators as wide
-    as ``value``: its bits above the bounds' width are a sign extension, and the narrow
-    value is within the bounds."""
-    width = max(low.bit_length(), high.bit_length()) + 1
-    extension = value[width - 1:]
-    positive, negative = extension == 0, extension == (1 << len(extension)) - 1
-    narrow = value[0:width].as_signed()
-    sign_ok = positive if low >= 0 else negative if high < 0 else positive | negative
-    return sign_ok & (narrow >= low) & (narrow <= high)
 
 
 class GeluLane(wiring.Component):
@@ -135,8 +126,8 @@ class GeluLane(wiring.Component):
 
         p = self.inputs.payload
         mi, si, mo, so, zp = (p.params[i] for i in range(GELU_PARAM_COUNT))
-        bad = ~(_multiplier_ok(mi) & _in_range(si, 0, 62) & _multiplier_ok(mo)
-                & _in_range(so, _SO_MIN, _SO_MAX) & _in_range(zp, -128, 127))
+        bad = ~(_multiplier_ok(mi) & in_range(si, 0, 62) & _multiplier_ok(mo)
+                & in_range(so, _SO_MIN, _SO_MAX) & in_range(zp, -128, 127))
         common = ("valid", "error", "mo", "k", "zp2")
 
         # 1: the inputs ----------------------------------------------------------------------------

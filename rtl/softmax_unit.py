@@ -76,6 +76,7 @@ from golden.intops import (
     SOFTMAX_PARAM_COUNT,
 )
 
+from .arith import in_range
 from .row_unit_layouts import row_beat_layout, row_result_layout
 from .tiled_product import TILE_BITS, tiled_product
 
@@ -105,16 +106,6 @@ def _multiplier_ok(value):
     return value[30:32] == 0b01
 
 
-def _in_range(value, low: int, high: int):
-    """low <= value <= high for a signed value and small bounds, without comparators as wide
-    as ``value``: its bits above the bounds' width are a sign extension, and the narrow
-    value is within the bounds."""
-    width = max(low.bit_length(), high.bit_length()) + 1
-    extension = value[width - 1:]
-    positive, negative = extension == 0, extension == (1 << len(extension)) - 1
-    narrow = value[0:width].as_signed()
-    sign_ok = positive if low >= 0 else negative if high < 0 else positive | negative
-    return sign_ok & (narrow >= low) & (narrow <= high)
 
 
 class SoftmaxUnit(wiring.Component):
@@ -170,8 +161,8 @@ class SoftmaxUnit(wiring.Component):
         m.d.sync += params.eq(self.params)
         mi, si, mo, so, zp = (params[i] for i in range(SOFTMAX_PARAM_COUNT))
         error = Signal()
-        m.d.sync += error.eq(~(_multiplier_ok(mi) & _in_range(si, 0, 62) & _multiplier_ok(mo)
-                               & _in_range(so, _SO_MIN, _SO_MAX) & _in_range(zp, -128, 127)))
+        m.d.sync += error.eq(~(_multiplier_ok(mi) & in_range(si, 0, 62) & _multiplier_ok(mo)
+                               & in_range(so, _SO_MIN, _SO_MAX) & in_range(zp, -128, 127)))
 
         # Pass control --------------------------------------------------------------------------
         phase = Signal(_Phase)
