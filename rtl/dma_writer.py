@@ -14,7 +14,10 @@ register and shifts the pair {previous, incoming} by B - ``o`` bytes. Beat j tak
 only bytes of the previous chunk (the span has one beat more than chunks): that beat goes out
 without taking a chunk. ``wstrb`` marks the span's bytes: the first and last beats may be
 partial. W beats follow their AW (a burst's beats are sent only after its AW handshake) and the
-W output is one register, held until ``wready``.
+W output is one register, held until ``wready``. A FIFO with a registered output carries each
+span's shape (``o``, its last beat, its last byte lane, whether it has a beat more than chunks)
+from the address side to the W side; a shape is there two cycles after its span is taken,
+before the span's first W beat can go (its AW comes first).
 
 Responses: a FIFO remembers, per burst sent, whether it is its span's last; each B response
 pops it, and the span's last one gives ``done`` with ``error`` set when any burst of the span
@@ -82,11 +85,11 @@ class DmaWriter(wiring.Component):
         shape_layout = data.StructLayout({
             "offset": range(B),               # byte offset of the span's first byte in its beat
             "last_beat": span_beats(cfg),
-            "last_chunk": span_beats(cfg),
+            "extra_beat": 1,                  # one beat more than chunks: the last takes none
             "end_lane": range(B),             # byte lane of the span's last byte
         })
-        m.submodules.shapes = shapes = fifo.SyncFIFO(width=shape_layout.size,
-                                                     depth=self.max_bursts + 2)
+        m.submodules.shapes = shapes = fifo.SyncFIFOBuffered(width=shape_layout.size,
+                                                             depth=self.max_bursts + 2)
 
         span = self.spans.payload
         offset = span.addr[:log_b]
@@ -94,7 +97,7 @@ class DmaWriter(wiring.Component):
         m.d.comb += [
             shape.offset.eq(offset),
             shape.last_beat.eq((offset + span.length - 1) >> log_b),
-            shape.last_chunk.eq((span.length - 1) >> log_b),
+            shape.extra_beat.eq((offset + (span.length - 1)[:log_b])[log_b]),
             shape.end_lane.eq((offset + span.length - 1)[:log_b]),
             splitter.spans.payload.eq(span),
             splitter.flush.eq(flush),
@@ -143,9 +146,9 @@ class DmaWriter(wiring.Component):
         strobe_count = Signal(range(B + 1))     # bytes in the beat in the W register
 
         advance = ~bus.wvalid | bus.wready
-        wants_chunk = beat <= head.last_chunk
         burst_last = burst_beat == w_bursts.r_data
         span_last = beat == head.last_beat
+        wants_chunk = ~(span_last & head.extra_beat)
         take_chunk = Signal()
         produce = Signal()
         strobe = Signal(B)
