@@ -80,10 +80,13 @@ class BurstSplitter(wiring.Component):
         cap = Signal(range(cap_max + 1))           # min(256, page_left): the longest next burst
         active = Signal()
 
-        # The burst: ``cap`` beats, or the rest of the span when that fits (``final``).
-        cap_bits = len(cap)
+        # The burst: ``cap`` beats, or the rest of the span when that fits (``final``, kept in a
+        # register with the others).
         final = Signal()
-        m.d.comb += final.eq((rest[cap_bits:] == 0) & (rest[:cap_bits] < cap))
+
+        def fits(rest_beats, limit):   # rest_beats < limit, limit a short value
+            bits = len(limit)
+            return (rest_beats[bits:] == 0) & (rest_beats[:bits] < limit)
 
         out = self.bursts
         free = ~out.valid | out.ready
@@ -96,39 +99,55 @@ class BurstSplitter(wiring.Component):
         def cap_of(beats_to_page):
             return Mux(beats_to_page > MAX_BURST_BEATS, MAX_BURST_BEATS, beats_to_page)
 
+        # After a burst of ``cap`` beats (whether or not it was the last: a new span reloads
+        # everything), the 4 KiB boundary is ``MAX_BURST_BEATS`` nearer or has been reached.
+        crossed = page_left <= MAX_BURST_BEATS    # (page_left == cap)
+        next_rest = Signal.like(rest)
+        next_page_left = Signal.like(page_left)
+        next_cap = Signal.like(cap)
+        m.d.comb += next_rest.eq(rest - cap)
+        if page_beats > MAX_BURST_BEATS:
+            m.d.comb += [
+                next_page_left.eq(Mux(crossed, page_beats, page_left - MAX_BURST_BEATS)),
+                next_cap.eq(Mux(crossed, MAX_BURST_BEATS, cap_of(page_left - MAX_BURST_BEATS))),
+            ]
+        else:  # every burst but a span's last ends at a boundary
+            m.d.comb += [next_page_left.eq(page_beats), next_cap.eq(page_beats)]
+        # The burst after this one is the span's last if rest - cap < next_cap.
+        two_bursts = Signal(range(2 * cap_max + 1))
+        m.d.comb += two_bursts.eq(cap + next_cap)
+
         with m.If(out.ready):
             m.d.sync += out.valid.eq(0)
         with m.If(issue):
-            # After a burst of ``cap`` beats (whether or not it was the last: a new span reloads
-            # everything), the 4 KiB boundary is ``MAX_BURST_BEATS`` nearer or has been reached.
-            crossed = page_left == cap
             m.d.sync += [
                 out.valid.eq(1),
                 out.payload.addr.eq(cur << log_b),
                 out.payload.len.eq(Mux(final, rest, cap - 1)),
                 out.payload.last.eq(final),
                 cur.eq(cur + cap),
-                rest.eq(rest - cap),
+                rest.eq(next_rest),
+                page_left.eq(next_page_left),
+                cap.eq(next_cap),
+                final.eq(fits(rest, two_bursts)),
             ]
-            if page_beats > MAX_BURST_BEATS:
-                m.d.sync += [
-                    page_left.eq(Mux(crossed, page_beats, page_left - MAX_BURST_BEATS)),
-                    cap.eq(Mux(crossed, MAX_BURST_BEATS, cap_of(page_left - MAX_BURST_BEATS))),
-                ]
-            else:  # every burst but a span's last ends at a boundary
-                m.d.sync += [page_left.eq(page_beats), cap.eq(page_beats)]
             with m.If(final):
                 m.d.sync += active.eq(0)
 
         span = self.spans.payload
         offset = span.addr[:log_b] if log_b else 0
         first_page_left = page_beats - span.addr[log_b:log_b + _log2(page_beats)]
+        first_rest = Signal.like(rest)
+        first_cap = Signal.like(cap)
+        m.d.comb += [first_rest.eq((offset + span.length - 1) >> log_b),
+                     first_cap.eq(cap_of(first_page_left))]
         with m.If(self.spans.valid & self.spans.ready & (span.length != 0)):
             m.d.sync += [
                 cur.eq(span.addr[log_b:]),
-                rest.eq((offset + span.length - 1) >> log_b),
+                rest.eq(first_rest),
                 page_left.eq(first_page_left),
-                cap.eq(cap_of(first_page_left)),
+                cap.eq(first_cap),
+                final.eq(fits(first_rest, first_cap)),
                 active.eq(1),
             ]
         with m.If(self.flush):

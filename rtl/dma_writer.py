@@ -87,6 +87,7 @@ class DmaWriter(wiring.Component):
             "last_beat": span_beats(cfg),
             "extra_beat": 1,                  # one beat more than chunks: the last takes none
             "end_lane": range(B),             # byte lane of the span's last byte
+            "single_beat": 1,                 # last_beat == 0
         })
         m.submodules.shapes = shapes = fifo.SyncFIFOBuffered(width=shape_layout.size,
                                                              depth=self.max_bursts + 2)
@@ -99,6 +100,7 @@ class DmaWriter(wiring.Component):
             shape.last_beat.eq((offset + span.length - 1) >> log_b),
             shape.extra_beat.eq((offset + (span.length - 1)[:log_b])[log_b]),
             shape.end_lane.eq((offset + span.length - 1)[:log_b]),
+            shape.single_beat.eq(shape.last_beat == 0),
             splitter.spans.payload.eq(span),
             splitter.flush.eq(flush),
         ]
@@ -141,13 +143,16 @@ class DmaWriter(wiring.Component):
         # Data side -----------------------------------------------------------------------------
         head = shape_layout(shapes.r_data)
         beat = Signal(span_beats(cfg))          # index of the next beat in the span
+        # Registered facts about it, so that no index comparison sits in front of the handshakes:
+        first_beat = Signal(init=1)             # beat == 0
+        next_is_last = Signal()                 # beat == head.last_beat, when not first_beat
         burst_beat = Signal(8)                  # index of the next beat in the burst
         prev = Signal(8 * B)                    # the span's previous chunk
         strobe_count = Signal(range(B + 1))     # bytes in the beat in the W register
 
         advance = ~bus.wvalid | bus.wready
         burst_last = burst_beat == w_bursts.r_data
-        span_last = beat == head.last_beat
+        span_last = Mux(first_beat, head.single_beat, next_is_last)
         wants_chunk = ~(span_last & head.extra_beat)
         take_chunk = Signal()
         produce = Signal()
@@ -164,7 +169,7 @@ class DmaWriter(wiring.Component):
                 self.chunks.ready.eq(advance & wants_chunk),
                 take_chunk.eq(self.chunks.valid & self.chunks.ready),
                 produce.eq(advance & (take_chunk | ~wants_chunk)),
-                strobe.eq(Mux(beat == 0, full_strobe << head.offset, full_strobe)
+                strobe.eq(Mux(first_beat, full_strobe << head.offset, full_strobe)
                           & Mux(span_last, full_strobe >> ~head.end_lane, full_strobe)),
             ]
 
@@ -182,17 +187,19 @@ class DmaWriter(wiring.Component):
                 strobe_count.eq(sum(strobe[i] for i in range(B))),
                 burst_beat.eq(burst_beat + 1),
                 beat.eq(beat + 1),
+                first_beat.eq(0),
+                next_is_last.eq(beat + 1 == head.last_beat),
             ]
             with m.If(burst_last):
                 m.d.sync += burst_beat.eq(0)
                 m.d.comb += w_bursts.r_en.eq(1)
             with m.If(span_last & ~flush):
-                m.d.sync += beat.eq(0)
+                m.d.sync += [beat.eq(0), first_beat.eq(1)]
                 m.d.comb += shapes.r_en.eq(1)
         with m.If(take_chunk):
             m.d.sync += prev.eq(self.chunks.payload.data)
         with m.If(flush):
-            m.d.sync += beat.eq(0)
+            m.d.sync += [beat.eq(0), first_beat.eq(1)]
 
         # Responses -----------------------------------------------------------------------------
         span_error = Signal()
