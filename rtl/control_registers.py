@@ -29,7 +29,7 @@ field (``golden.registers.COUNTERS`` names the fields and their largest per-cycl
 Reading a counter's LO register latches its HI word for the next read of HI.
 """
 
-from amaranth import Cat, Module, Signal, unsigned
+from amaranth import Array, C, Cat, Module, Mux, Signal, Value, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -40,6 +40,9 @@ from .axi import AxiLiteSignature, AxiResp
 from .isa_layouts import ErrorCode
 
 __all__ = ["ControlRegisters", "events_layout"]
+
+#: The read multiplexer selects within groups of 2 ** _GROUP_BITS words, then the group.
+_GROUP_BITS = 2
 
 
 def events_layout(config: NpuConfig) -> data.StructLayout:
@@ -166,17 +169,37 @@ class ControlRegisters(wiring.Component):
         m.d.comb += bus.arready.eq(~bus.rvalid)
         with m.If(bus.rvalid & bus.rready):
             m.d.sync += bus.rvalid.eq(0)
+        # The read data is a tree of multiplexers on the word address: within each group of
+        # 2 ** _GROUP_BITS words an Array (0 where there is no register), then the group; an
+        # offset not in the table reads 0 and answers SLVERR.
+        word = bus.araddr[2:]
+        by_word = {reg.offset >> 2: reg for reg in regmap.REGISTERS}
+        groups = sorted({w >> _GROUP_BITS for w in by_word})
+        group_words = []
+        for group in groups:
+            base = group << _GROUP_BITS
+            group_words.append(Array(
+                Value.cast(read_value[by_word[w].name]) if w in by_word else C(0, 32)
+                for w in range(base, base + (1 << _GROUP_BITS)))[word[:_GROUP_BITS]])
+        read_data = Signal(32)
+        with m.Switch(word[_GROUP_BITS:]):
+            for group, group_word in zip(groups, group_words, strict=True):
+                with m.Case(group):
+                    m.d.comb += read_data.eq(group_word)
+
+        def word_set(names):  # whether the word address is one of these registers'
+            return C(sum(1 << (regmap.register(name).offset >> 2) for name in names),
+                     1 << len(word)).bit_select(word, 1)
+
+        known = word_set(reg.name for reg in regmap.REGISTERS)
+        stale_counter = self.start & word_set(read_latch)   # see Counters below
         with m.If(bus.arvalid & bus.arready):
-            m.d.sync += [bus.rvalid.eq(1), bus.rresp.eq(AxiResp.OKAY)]
-            with m.Switch(bus.araddr[2:]):
-                for reg in regmap.REGISTERS:
-                    with m.Case(reg.offset >> 2):
-                        m.d.sync += bus.rdata.eq(read_value[reg.name])
-                        if reg.name in read_latch:
-                            latch, value = read_latch[reg.name]
-                            m.d.sync += latch.eq(value)
-                with m.Default():
-                    m.d.sync += [bus.rdata.eq(0), bus.rresp.eq(AxiResp.SLVERR)]
+            m.d.sync += [bus.rvalid.eq(1), bus.rdata.eq(Mux(stale_counter, 0, read_data)),
+                         bus.rresp.eq(Mux(known, AxiResp.OKAY, AxiResp.SLVERR))]
+            with m.Switch(word):
+                for name, (latch, value) in read_latch.items():
+                    with m.Case(regmap.register(name).offset >> 2):
+                        m.d.sync += latch.eq(Mux(self.start, 0, value))
 
         # Run control --------------------------------------------------------------------------
         start_accepted = Signal()
@@ -190,11 +213,15 @@ class ControlRegisters(wiring.Component):
             m.d.sync += [done.eq(1), error.eq(self.error), error_index.eq(self.error_index)]
 
         # Counters -----------------------------------------------------------------------------
+        # A counter is cleared in the cycle of the ``start`` pulse, one clock edge after the start
+        # is accepted (so that a flip-flop, not the write decoding, drives the clear of every
+        # counter bit); in that cycle it reads as 0 (LO, and the HI latched by reading LO), as if
+        # cleared at that edge. ``busy`` is low in that cycle; its increment is kept anyway.
         for counter in regmap.COUNTERS:
             count = counters[counter.name]
             increment = 1 if counter.event is None else getattr(self.events, counter.event)
-            with m.If(start_accepted):
-                m.d.sync += count.eq(0)
+            with m.If(self.start):
+                m.d.sync += count.eq(Mux(self.busy, increment, 0))
             with m.Elif(self.busy):
                 m.d.sync += count.eq(count + increment)
 

@@ -6,8 +6,10 @@ boundary, one AR per cycle. Up to ``max_bursts`` bursts are outstanding (AR sent
 not yet in); ``arid`` is always 0, so the R beats come back in order.
 
 Data side: a FIFO carries each span's shape (the byte offset ``o`` of its first byte in its
-first beat, its last beat and last chunk indices, the byte count of its last chunk) from the
-address side to the R side, which realigns the beats into chunks (``dma_layouts``): chunk k is
+first beat, its last beat and last chunk indices, the byte count of its last chunk, whether it
+has one beat, one chunk) from the address side to the R side (the FIFO's output is a register:
+a shape is there two cycles after its span is taken, before the span's first R beat can come,
+which follows its AR), which realigns the beats into chunks (``dma_layouts``): chunk k is
 span bytes k * B .. k * B + B - 1 in its low bytes, that is bytes ``o`` .. B - 1 of beat k
 followed by bytes 0 .. ``o`` - 1 of beat k + 1. The R side keeps the previous beat in a register
 and shifts the pair {previous, incoming} right by ``o`` bytes, so it emits one chunk per beat:
@@ -87,9 +89,11 @@ class DmaReader(wiring.Component):
             "last_beat": span_beats(cfg),
             "last_chunk": span_beats(cfg),
             "tail_count": range(B + 1),      # bytes of the last chunk
+            "single_beat": 1,                 # last_beat == 0
+            "single_chunk": 1,                # last_chunk == 0
         })
-        m.submodules.shapes = shapes = fifo.SyncFIFO(width=shape_layout.size,
-                                                     depth=self.max_bursts + 2)
+        m.submodules.shapes = shapes = fifo.SyncFIFOBuffered(width=shape_layout.size,
+                                                             depth=self.max_bursts + 2)
 
         span = self.spans.payload
         offset = span.addr[:log_b]
@@ -99,6 +103,8 @@ class DmaReader(wiring.Component):
             shape.last_beat.eq((offset + span.length - 1) >> log_b),
             shape.last_chunk.eq((span.length - 1) >> log_b),
             shape.tail_count.eq((span.length - 1)[:log_b] + 1),
+            shape.single_beat.eq(shape.last_beat == 0),
+            shape.single_chunk.eq(shape.last_chunk == 0),
             splitter.spans.payload.eq(span),
             splitter.flush.eq(flush),
         ]
@@ -132,6 +138,11 @@ class DmaReader(wiring.Component):
         head = shape_layout(shapes.r_data)
         beat = Signal(span_beats(cfg))          # index of the next R beat in the span
         chunk = Signal(span_beats(cfg))         # index of the next chunk in the span
+        # Registered facts about those indices, so that no index comparison sits in front of
+        # ``rready`` or of the FIFO's read enable.
+        first_beat = Signal(init=1)             # beat == 0
+        first_chunk = Signal(init=1)            # chunk == 0
+        next_is_last = Signal()                 # chunk == head.last_chunk, when not first_chunk
         prev = Signal(8 * B)                    # the span's previous beat
         prev_error = Signal()
 
@@ -140,11 +151,11 @@ class DmaReader(wiring.Component):
         m.d.comb += out.valid.eq(out_valid & ~flush)
         advance = ~out_valid | out.ready
         aligned = head.offset == 0
-        tail = beat == head.last_beat + 1       # every beat in, the last chunk still to emit
-        use_prev = ~aligned & (beat != 0)
-        emits = aligned | (beat != 0) | (beat == head.last_beat)
+        tail = Signal()                         # every beat in, the last chunk still to emit
+        use_prev = ~aligned & ~first_beat
+        emits = aligned | ~first_beat | head.single_beat
         r_error = bus.rresp[1]                  # SLVERR or DECERR
-        last_chunk = chunk == head.last_chunk
+        last_chunk = Mux(first_chunk, head.single_chunk, next_is_last)
 
         take_r = Signal()                       # an R beat is accepted
         produce = Signal()                      # a chunk is loaded into the output register
@@ -171,14 +182,19 @@ class DmaReader(wiring.Component):
                 out.payload.last.eq(last_chunk),
                 out.payload.error.eq((use_prev & prev_error) | (take_r & r_error)),
                 chunk.eq(chunk + 1),
+                first_chunk.eq(0),
+                next_is_last.eq(chunk + 1 == head.last_chunk),
             ]
         with m.If(take_r):
-            m.d.sync += [beat.eq(beat + 1), prev.eq(bus.rdata), prev_error.eq(r_error)]
+            m.d.sync += [beat.eq(beat + 1), prev.eq(bus.rdata), prev_error.eq(r_error),
+                         first_beat.eq(0), tail.eq(beat == head.last_beat)]
+        with m.If((produce & last_chunk) | flush):
+            m.d.sync += [beat.eq(0), chunk.eq(0), first_beat.eq(1), first_chunk.eq(1),
+                         tail.eq(0)]
         with m.If(produce & last_chunk):
-            m.d.sync += [beat.eq(0), chunk.eq(0)]
             m.d.comb += shapes.r_en.eq(1)
         with m.If(flush):
-            m.d.sync += [out_valid.eq(0), beat.eq(0), chunk.eq(0)]
+            m.d.sync += out_valid.eq(0)
 
         m.d.comb += [
             self.read_bytes.eq(Mux(out.valid & out.ready, out.payload.count, 0)),

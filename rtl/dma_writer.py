@@ -14,7 +14,10 @@ register and shifts the pair {previous, incoming} by B - ``o`` bytes. Beat j tak
 only bytes of the previous chunk (the span has one beat more than chunks): that beat goes out
 without taking a chunk. ``wstrb`` marks the span's bytes: the first and last beats may be
 partial. W beats follow their AW (a burst's beats are sent only after its AW handshake) and the
-W output is one register, held until ``wready``.
+W output is one register, held until ``wready``. A FIFO with a registered output carries each
+span's shape (``o``, its last beat, its last byte lane, whether it has a beat more than chunks)
+from the address side to the W side; a shape is there two cycles after its span is taken,
+before the span's first W beat can go (its AW comes first).
 
 Responses: a FIFO remembers, per burst sent, whether it is its span's last; each B response
 pops it, and the span's last one gives ``done`` with ``error`` set when any burst of the span
@@ -82,11 +85,12 @@ class DmaWriter(wiring.Component):
         shape_layout = data.StructLayout({
             "offset": range(B),               # byte offset of the span's first byte in its beat
             "last_beat": span_beats(cfg),
-            "last_chunk": span_beats(cfg),
+            "extra_beat": 1,                  # one beat more than chunks: the last takes none
             "end_lane": range(B),             # byte lane of the span's last byte
+            "single_beat": 1,                 # last_beat == 0
         })
-        m.submodules.shapes = shapes = fifo.SyncFIFO(width=shape_layout.size,
-                                                     depth=self.max_bursts + 2)
+        m.submodules.shapes = shapes = fifo.SyncFIFOBuffered(width=shape_layout.size,
+                                                             depth=self.max_bursts + 2)
 
         span = self.spans.payload
         offset = span.addr[:log_b]
@@ -94,8 +98,9 @@ class DmaWriter(wiring.Component):
         m.d.comb += [
             shape.offset.eq(offset),
             shape.last_beat.eq((offset + span.length - 1) >> log_b),
-            shape.last_chunk.eq((span.length - 1) >> log_b),
+            shape.extra_beat.eq((offset + (span.length - 1)[:log_b])[log_b]),
             shape.end_lane.eq((offset + span.length - 1)[:log_b]),
+            shape.single_beat.eq(shape.last_beat == 0),
             splitter.spans.payload.eq(span),
             splitter.flush.eq(flush),
         ]
@@ -138,14 +143,17 @@ class DmaWriter(wiring.Component):
         # Data side -----------------------------------------------------------------------------
         head = shape_layout(shapes.r_data)
         beat = Signal(span_beats(cfg))          # index of the next beat in the span
+        # Registered facts about it, so that no index comparison sits in front of the handshakes:
+        first_beat = Signal(init=1)             # beat == 0
+        next_is_last = Signal()                 # beat == head.last_beat, when not first_beat
         burst_beat = Signal(8)                  # index of the next beat in the burst
         prev = Signal(8 * B)                    # the span's previous chunk
         strobe_count = Signal(range(B + 1))     # bytes in the beat in the W register
 
         advance = ~bus.wvalid | bus.wready
-        wants_chunk = beat <= head.last_chunk
         burst_last = burst_beat == w_bursts.r_data
-        span_last = beat == head.last_beat
+        span_last = Mux(first_beat, head.single_beat, next_is_last)
+        wants_chunk = ~(span_last & head.extra_beat)
         take_chunk = Signal()
         produce = Signal()
         strobe = Signal(B)
@@ -161,7 +169,7 @@ class DmaWriter(wiring.Component):
                 self.chunks.ready.eq(advance & wants_chunk),
                 take_chunk.eq(self.chunks.valid & self.chunks.ready),
                 produce.eq(advance & (take_chunk | ~wants_chunk)),
-                strobe.eq(Mux(beat == 0, full_strobe << head.offset, full_strobe)
+                strobe.eq(Mux(first_beat, full_strobe << head.offset, full_strobe)
                           & Mux(span_last, full_strobe >> ~head.end_lane, full_strobe)),
             ]
 
@@ -179,17 +187,19 @@ class DmaWriter(wiring.Component):
                 strobe_count.eq(sum(strobe[i] for i in range(B))),
                 burst_beat.eq(burst_beat + 1),
                 beat.eq(beat + 1),
+                first_beat.eq(0),
+                next_is_last.eq(beat + 1 == head.last_beat),
             ]
             with m.If(burst_last):
                 m.d.sync += burst_beat.eq(0)
                 m.d.comb += w_bursts.r_en.eq(1)
             with m.If(span_last & ~flush):
-                m.d.sync += beat.eq(0)
+                m.d.sync += [beat.eq(0), first_beat.eq(1)]
                 m.d.comb += shapes.r_en.eq(1)
         with m.If(take_chunk):
             m.d.sync += prev.eq(self.chunks.payload.data)
         with m.If(flush):
-            m.d.sync += beat.eq(0)
+            m.d.sync += [beat.eq(0), first_beat.eq(1)]
 
         # Responses -----------------------------------------------------------------------------
         span_error = Signal()

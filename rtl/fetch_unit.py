@@ -8,7 +8,7 @@ instruction from ``instruction_bytes / bus bytes`` chunks and offers it, with it
 ``flush`` drops everything (the DMA reader is flushed at the same time).
 """
 
-from amaranth import Module, Signal
+from amaranth import Module, Mux, Signal
 from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -57,13 +57,13 @@ class FetchUnit(wiring.Component):
         to_request = Signal(INDEX_BITS)      # instructions not yet asked for
         requested = Signal(range(BUFFER_DEPTH + 1))  # asked for, not yet in the buffer
         index = Signal(INDEX_BITS)
+        # Kept in registers so that the span is two LUT levels from flip-flops:
+        room = Signal(range(BUFFER_DEPTH + 1), init=BUFFER_DEPTH)  # depth - level - requested
+        few = Signal(range(BUFFER_DEPTH + 1))   # min(to_request, BUFFER_DEPTH)
 
         # Ask for as many instructions as the buffer can still take.
-        room = BUFFER_DEPTH - buffer.level - requested
         count = Signal(range(BUFFER_DEPTH + 1))
-        m.d.comb += count.eq(room)
-        with m.If(to_request < room):
-            m.d.comb += count.eq(to_request)
+        m.d.comb += count.eq(Mux(few < room, few, room))
         m.d.comb += [self.spans.valid.eq((count != 0) & ~self.flush),
                      self.spans.payload.addr.eq(address),
                      self.spans.payload.length.eq(count * cfg.instruction_bytes)]
@@ -92,15 +92,30 @@ class FetchUnit(wiring.Component):
                         m.d.sync += word[p * bus_bits:(p + 1) * bus_bits].eq(chunk.data)
                 m.d.sync += [part.eq(part + 1), error.eq(error | chunk.error)]
 
-        m.d.sync += requested.eq(requested + (count & asked.replicate(len(count))) - complete)
+        asked_count = count & asked.replicate(len(count))
+        popped = buffer.r_en & buffer.r_rdy
+        m.d.sync += [requested.eq(requested + asked_count - complete),
+                     room.eq(room - asked_count + popped)]
+        # min(to_request - count, BUFFER_DEPTH) without a compare behind the subtraction: with
+        # to_request >= 2 * BUFFER_DEPTH it is BUFFER_DEPTH, else its low bits decide.
+        low_bits = (2 * BUFFER_DEPTH - 1).bit_length()
+        low_left = Signal(low_bits)
+        m.d.comb += low_left.eq(to_request[:low_bits] - count)
         with m.If(asked):
             m.d.sync += [address.eq(address + count * cfg.instruction_bytes),
                          to_request.eq(to_request - count)]
+            with m.If((to_request[low_bits:] == 0) & (low_left < BUFFER_DEPTH)):
+                m.d.sync += few.eq(low_left)
+            with m.Else():
+                m.d.sync += few.eq(BUFFER_DEPTH)
         with m.If(self.start | self.flush):
-            m.d.sync += [address.eq(self.program_addr), to_request.eq(self.program_length),
-                         requested.eq(0), index.eq(0), part.eq(0), error.eq(0)]
+            length = self.program_length
+            m.d.sync += [address.eq(self.program_addr), to_request.eq(length),
+                         few.eq(Mux(length < BUFFER_DEPTH, length, BUFFER_DEPTH)),
+                         requested.eq(0), index.eq(0), part.eq(0), error.eq(0),
+                         room.eq(BUFFER_DEPTH - buffer.level + popped - complete)]
         with m.If(self.flush):
-            m.d.sync += to_request.eq(0)
+            m.d.sync += [to_request.eq(0), few.eq(0)]
         m.d.comb += buffer.r_en.eq(self.instructions.ready | self.flush)
         m.d.comb += self.idle.eq((requested == 0) & (to_request == 0))
         return m

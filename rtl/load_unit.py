@@ -8,7 +8,8 @@ scratchpad an element's values start at lane ``lane_offset``, and with ``merge``
 ``lane_offset .. lane_offset + elem_len - 1`` of each row are written (the rest keep their value),
 so that several LOADs can fill one row (a convolution's packed kernel taps).
 
-1. **Check** (two cycles, :func:`rtl.span_walker.plan_transfer`): ``ILLEGAL_INSTRUCTION`` (rows or
+1. **Check** (the two cycles after the command is taken, PLAN and CHECK; the products are
+   computed as it is taken, :func:`rtl.span_walker.plan_transfer`): ``ILLEGAL_INSTRUCTION`` (rows or
    cols 0, ``elem_len`` outside 1 .. row width, ``lane_offset + elem_len`` past the row, a lane
    field in an accumulator LOAD), then ``SRAM_OUT_OF_RANGE`` (the block past the
    memory's depth), then ``BUS_ERROR`` for a DRAM byte past the end of the address space, in the
@@ -17,7 +18,8 @@ so that several LOADs can fill one row (a convolution's packed kernel taps).
    contiguous and elements sit at fixed places in the chunks, else one span per element (see
    ``rtl/span_walker.py``). Padding needs no reads. The walker runs ahead of the writer, as far
    as the DmaReader takes spans.
-3. **Writer**: walks the block's SRAM rows in order, one row per cycle when its data is there. A
+3. **Writer**: walks the block's SRAM rows in order, one row per cycle when its data is there
+   (where the row is, padding or inner, last of a row or of the block, is kept in flip-flops). A
    padding row needs nothing; an element takes its bytes from the chunk stream: with ``E`` (the
    element's bytes) at most ``B`` (the bus bytes) from one chunk at a byte offset (0 with element
    spans; ``B / E`` elements per chunk with row spans), else from ``ceil(E / B)`` chunks, one per
@@ -91,17 +93,25 @@ class LoadUnit(wiring.Component):
         error = Signal(ErrorCode)
         faulted = Signal()
 
-        height = Signal(_BLOCK_BITS)
-        row_len = Signal(_BLOCK_BITS)
-        m.d.comb += [height.eq(ins.pad_top + ins.rows + ins.pad_bottom),
-                     row_len.eq(ins.pad_left + ins.cols + ins.pad_right)]
+        accept = Signal()       # the command is taken (IDLE)
+        command = self.command.payload
+        height = Signal(_BLOCK_BITS)        # padded block rows
+        row_len = Signal(_BLOCK_BITS)       # padded block columns
+        row_stop = Signal(_BLOCK_BITS)      # the first bottom padding row
+        col_stop = Signal(_BLOCK_BITS)      # the first right padding column
+        with m.If(accept):
+            m.d.sync += [height.eq(command.pad_top + command.rows + command.pad_bottom),
+                         row_len.eq(command.pad_left + command.cols + command.pad_right),
+                         row_stop.eq(command.pad_top + command.rows),
+                         col_stop.eq(command.pad_left + command.cols)]
         # Scratchpad rows may be filled in parts: the element goes to lanes lane_offset ..
         # lane_offset + elem_len - 1 and, with merge, only those lanes are written.
         lane_fields_illegal = Mux(ins.mem == Memory.ACCUMULATOR,
                                   (ins.lane_offset != 0) | ins.merge,
                                   ins.lane_offset + ins.elem_len > spad_bytes)
-        plan = plan_transfer(m, config=cfg, ins=ins, block_rows=(height, row_len),
-                             row_bytes=row_bytes, illegal_fields=lane_fields_illegal)
+        plan = plan_transfer(m, config=cfg, command=command, take=accept, ins=ins,
+                             block_rows=(height, row_len), row_bytes=row_bytes,
+                             illegal_fields=lane_fields_illegal)
         spad_lanes = Signal(spad_bytes)
         m.d.sync += spad_lanes.eq(Cat(~ins.merge | ((ins.lane_offset <= i)
                                                     & (i < ins.lane_offset + ins.elem_len))
@@ -155,18 +165,35 @@ class LoadUnit(wiring.Component):
         offset = Signal(range(bus_bytes))   # byte offset of the element in its chunk (E <= B)
         buffer = Array(Signal(8 * bus_bytes, name=f"piece{s}") for s in range(slots))
         elem_bytes = plan.elem_bytes
-        multi = elem_bytes > bus_bytes       # ceil(E / B) chunks per element
-        last_part = plan.parts - 1
+        # Registered from the plan (valid from RUN on):
+        multi = Signal()                    # E > B: ceil(E / B) chunks per element
+        fill_offset = Signal(range(bus_bytes))  # B - E: the offset of a chunk's last element
+        m.d.sync += [multi.eq(elem_bytes > bus_bytes), fill_offset.eq(bus_bytes - elem_bytes)]
+        last_part = plan.last_part
         keep = Cat(bit.replicate(8) for bit in plan.keep)
         spad_pad = Cat(ins.pad_value for _ in range(spad_bytes))
         acc_pad = Cat(Cat(ins.pad_value, ins.pad_value[7].replicate(24)) for _ in range(cfg.cols))
         pad_row = Mux(accumulator, acc_pad, spad_pad)
 
-        inner_rows = (y >= ins.pad_top) & (y < ins.pad_top + ins.rows)
-        inner_cols = (x >= ins.pad_left) & (x < ins.pad_left + ins.cols)
+        # Where (x, y) is, in flip-flops updated with x and y, so that no comparison sits in front
+        # of the row's handling.
+        inner_rows = Signal()               # pad_top <= y < row_stop
+        inner_cols = Signal()               # pad_left <= x < col_stop
+        last_col = Signal()                 # x == row_len - 1
+        last_row = Signal()                 # y == height - 1
+        last_inner_col = Signal()           # x == col_stop - 1
+
+        def col_flags(col):
+            return [inner_cols.eq((col >= ins.pad_left) & (col < col_stop)),
+                    last_col.eq(col == row_len - 1), last_inner_col.eq(col == col_stop - 1)]
+
+        def row_flags(row):
+            return [inner_rows.eq((row >= ins.pad_top) & (row < row_stop)),
+                    last_row.eq(row == height - 1)]
+
         padding = ~(inner_rows & inner_cols)
-        end_of_row = x == row_len - 1
-        end_of_block = end_of_row & (y == height - 1)
+        end_of_row = last_col
+        end_of_block = last_col & last_row
 
         # The element's row from the current chunk.
         shifted = Signal(8 * bus_bytes)
@@ -182,8 +209,7 @@ class LoadUnit(wiring.Component):
         with m.Else():
             m.d.comb += row_value.eq(single & keep)
         # With row spans, the chunk is used up after its last element or the DRAM row's last.
-        chunk_used = (~plan.row_mode | (offset + elem_bytes == bus_bytes)
-                      | (x == ins.pad_left + ins.cols - 1))
+        chunk_used = ~plan.row_mode | (offset == fill_offset) | last_inner_col
 
         # Control ------------------------------------------------------------------------------
         m.d.comb += self.done.payload.error.eq(error)
@@ -198,14 +224,17 @@ class LoadUnit(wiring.Component):
             with m.State("IDLE"):
                 m.d.comb += [self.command.ready.eq(~self.flush), take.eq(1), self.idle.eq(1)]
                 with m.If(self.command.valid & ~self.flush):
-                    m.d.sync += [ins.eq(self.command.payload), faulted.eq(0)]
+                    m.d.comb += accept.eq(1)
+                    m.d.sync += [ins.eq(command), faulted.eq(0)]
                     m.next = "PLAN"
-            with m.State("PLAN"):  # plan_transfer registers its products
+            with m.State("PLAN"):  # plan_transfer sums its products
                 m.next = "CHECK"
                 flushable()
             with m.State("CHECK"):
+                m.d.comb += walker.prepare.eq(1)
                 m.d.sync += [error.eq(plan.error), y.eq(0), x.eq(0), part.eq(0), offset.eq(0),
-                             lasts.eq(0), w_addr.eq(ins.sram_addr - 1)]
+                             lasts.eq(0), w_addr.eq(ins.sram_addr - 1), *col_flags(0),
+                             *row_flags(0)]
                 with m.If(plan.error != ErrorCode.NONE):
                     m.next = "DONE"
                 with m.Elif(~self.flush):
@@ -235,9 +264,9 @@ class LoadUnit(wiring.Component):
                         with m.Else():
                             m.d.sync += offset.eq(offset + elem_bytes)
                 with m.If(load_row):
-                    m.d.sync += x.eq(x + 1)
+                    m.d.sync += [x.eq(x + 1), *col_flags(x + 1)]
                     with m.If(end_of_row):
-                        m.d.sync += [x.eq(0), y.eq(y + 1)]
+                        m.d.sync += [x.eq(0), y.eq(y + 1), *col_flags(0), *row_flags(y + 1)]
                     with m.If(end_of_block):
                         m.next = "FINISH"
                 flushable()

@@ -5,7 +5,8 @@ A STORE writes element ``(r, c)``, the first ``elem_len`` lanes of SRAM row
 accumulator), to DRAM byte ``dram_addr + r * dram_row_stride + c * dram_elem_stride`` onward.
 Where elements overlap in DRAM the later one wins: the DmaWriter writes spans in order.
 
-1. **Check** (two cycles, :func:`rtl.span_walker.plan_transfer`): ``ILLEGAL_INSTRUCTION`` (rows or
+1. **Check** (the two cycles after the command is taken, PLAN and CHECK; the products are
+   computed as it is taken, :func:`rtl.span_walker.plan_transfer`): ``ILLEGAL_INSTRUCTION`` (rows or
    cols 0, ``elem_len`` outside 1 .. row width), then ``SRAM_OUT_OF_RANGE`` (the rows past the
    memory's depth), then ``BUS_ERROR`` for a DRAM byte past the end of the address space, in the
    golden machine's order. A failing instruction touches nothing.
@@ -83,8 +84,9 @@ class StoreUnit(wiring.Component):
         ins = Signal(format_layout(Opcode.STORE))
         error = Signal(ErrorCode)
         faulted = Signal()
-        plan = plan_transfer(m, config=cfg, ins=ins, block_rows=(ins.rows, ins.cols),
-                             row_bytes=row_bytes)
+        accept = Signal()       # the command is taken (IDLE)
+        plan = plan_transfer(m, config=cfg, command=self.command.payload, take=accept, ins=ins,
+                             block_rows=(ins.rows, ins.cols), row_bytes=row_bytes)
         accumulator = plan.accumulator
         elem_bytes = plan.elem_bytes
 
@@ -134,7 +136,9 @@ class StoreUnit(wiring.Component):
         m.d.comb += mask.eq(keep << (offset << 3))
         merged = Signal(8 * bus_bytes)
         m.d.comb += merged.eq((pack & ~mask) | ((row_data[:8 * bus_bytes] << (offset << 3)) & mask))
-        chunk_full = (offset + elem_bytes == bus_bytes) | row_last_col
+        fill_offset = Signal(range(bus_bytes))  # B - E: the offset of a chunk's last element
+        m.d.sync += fill_offset.eq(bus_bytes - elem_bytes)  # (valid from RUN on)
+        chunk_full = (offset == fill_offset) | row_last_col
 
         row_done = Signal()
         with m.If(running & have_row):
@@ -147,7 +151,7 @@ class StoreUnit(wiring.Component):
                     m.d.sync += offset.eq(0)
             with m.Elif(out_free):
                 m.d.comb += [emit.eq(1), emit_data.eq(pieces[part])]
-                with m.If(part == plan.parts - 1):
+                with m.If(part == plan.last_part):
                     m.d.comb += row_done.eq(1)
                     m.d.sync += part.eq(0)
                 with m.Else():
@@ -184,12 +188,14 @@ class StoreUnit(wiring.Component):
             with m.State("IDLE"):
                 m.d.comb += [self.command.ready.eq(~self.flush), self.idle.eq(1)]
                 with m.If(self.command.valid & ~self.flush):
+                    m.d.comb += accept.eq(1)
                     m.d.sync += [ins.eq(self.command.payload), faulted.eq(0)]
                     m.next = "PLAN"
-            with m.State("PLAN"):  # plan_transfer registers its products
+            with m.State("PLAN"):  # plan_transfer sums its products
                 m.next = "CHECK"
                 flushable()
             with m.State("CHECK"):
+                m.d.comb += walker.prepare.eq(1)
                 m.d.sync += [error.eq(plan.error), dones.eq(0), started.eq(0), have_row.eq(0),
                              part.eq(0), offset.eq(0), fetch_row.eq(0), fetch_col.eq(0),
                              read_addr.eq(ins.sram_addr)]
