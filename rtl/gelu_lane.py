@@ -81,6 +81,14 @@ def _multiplier_ok(value):
 
 
 
+def _saturate_int8(value):
+    """``value`` (signed) clamped to -128..127 from its bits: it fits when its bits from 7 up
+    are all equal (no comparator behind the adder that makes it)."""
+    high = value[7:]
+    fits = (high == 0) | (high == (1 << len(high)) - 1)
+    return Mux(fits, value[0:8], Mux(value[-1], -128, 127))
+
+
 
 class GeluLane(wiring.Component):
     """GELU of one int32 value per cycle; ``latency`` cycles; stalls as a whole on
@@ -183,8 +191,7 @@ class GeluLane(wiring.Component):
                                                                quotient))
         rounded = Signal(signed(len(s["quotient"])))
         m.d.comb += rounded.eq((s["quotient"] + s["zp2"]) >> 1)
-        s = advance(keep(s, "valid", "error"), value=(signed(8), Mux(
-            rounded > 127, 127, Mux(rounded < -128, -128, rounded))))
+        s = advance(keep(s, "valid", "error"), value=(signed(8), _saturate_int8(rounded)))
         assert index == self.latency
         m.d.comb += [
             self.outputs.valid.eq(s["valid"]),

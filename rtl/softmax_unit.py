@@ -107,6 +107,14 @@ def _multiplier_ok(value):
 
 
 
+def _saturate_int8(value):
+    """``value`` (signed) clamped to -128..127 from its bits: it fits when its bits from 7 up
+    are all equal (no comparator behind the adder that makes it)."""
+    high = value[7:]
+    fits = (high == 0) | (high == (1 << len(high)) - 1)
+    return Mux(fits, value[0:8], Mux(value[-1], -128, 127))
+
+
 
 class SoftmaxUnit(wiring.Component):
     """Softmax of rows of up to 65536 int32 elements, ``lanes`` elements per beat, in ``passes``
@@ -321,9 +329,7 @@ class SoftmaxUnit(wiring.Component):
         s = advance(s, scaled=[(_SCALED_WIDTH, (product[_SO_MIN + 30:] >> k)[0:_SCALED_WIDTH])
                                for product, k in zip(er, lane_k, strict=True)])
         rounded = [(scaled + zp2) >> 1 for scaled, zp2 in zip(s["scaled"], lane_zp2, strict=True)]
-        s = advance(keep(s, "out"), y=[(signed(8), Mux(value > 127, 127,
-                                                        Mux(value < -128, -128, value)))
-                                       for value in rounded])
+        s = advance(keep(s, "out"), y=[(signed(8), _saturate_int8(value)) for value in rounded])
         assert index == self.latency
         m.d.comb += [
             self.results.valid.eq(s["out"]),

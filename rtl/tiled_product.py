@@ -11,6 +11,7 @@ instead, which saves a MULT18X18D for a few dozen LUTs.
 """
 
 from itertools import product
+from math import prod
 
 from amaranth import Cat, Const, Mux, Shape, Value
 
@@ -125,16 +126,31 @@ def tiled_product(stage, a, b, *, name: str, lut_tiles=()):
     (the bit offsets of their ``a`` and ``b`` chunks) built from adders instead of a
     multiplier: a small constant with few signed digits, or a chunk of a few bits.
     """
-    terms = []
-    for index, ((va, oa, la, ha), (vb, ob, lb, hb)) in enumerate(product(_chunks(a), _chunks(b))):
+    tiles = list(product(_chunks(a), _chunks(b)))
+    terms = []  # (value, offset, low, high, factor): value * factor in low .. high
+    for index, ((va, oa, la, ha), (vb, ob, lb, hb)) in enumerate(tiles):
         corners = (la * lb, la * hb, ha * lb, ha * hb)
         low, high = min(corners), max(corners)
-        value = _shift_add(va, vb) if (oa, ob) in lut_tiles else va * vb
-        terms.append((stage(_range_shape(low, high), value, f"{name}_p{index}"),
-                      oa + ob, low, high))
+        factor = 1
+        if (oa, ob) not in lut_tiles:
+            value = va * vb
+        elif isinstance(va, int) or isinstance(vb, int):
+            # a constant's last factor waits for the first adder level, which then has two
+            # carry chains in a row as this stage has (at most three would be too slow)
+            constant, variable = (va, vb) if isinstance(va, int) else (vb, va)
+            *first, factor = _factors(constant)
+            if not first or len(tiles) == 1:
+                first, factor = [*first, factor], 1
+            value = _shift_add(variable, prod(first))
+        else:
+            value = _shift_add(va, vb)
+        terms.append((stage(_range_shape(low // factor, high // factor), value,
+                            f"{name}_p{index}"), oa + ob, low, high, factor))
     stages, level = 1, 0
     while len(terms) > 1:
         terms.sort(key=lambda term: term[1])
+        terms = [(_shift_add(value, factor) if factor != 1 else value, offset, low, high)
+                 for value, offset, low, high, factor in terms]
         summed = []
         for index in range(0, len(terms), 2):
             if index + 1 == len(terms):
@@ -149,11 +165,11 @@ def tiled_product(stage, a, b, *, name: str, lut_tiles=()):
                     value = value.as_signed()
                 offset, low, high = oa, la + (lb << shift), ha + (hb << shift)
             summed.append((stage(_range_shape(low, high), value, f"{name}_s{level}_{index // 2}"),
-                           offset, low, high))
+                           offset, low, high, 1))
         terms = summed
         stages += 1
         level += 1
-    value, offset, _, _ = terms[0]
+    value, offset, _, _, _ = terms[0]
     if offset:
         value = Cat(Const(0, offset), value)
         if terms[0][2] < 0:
