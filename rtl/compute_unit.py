@@ -65,8 +65,9 @@ __all__ = ["ComputeUnit", "compute_command_layout", "compute_done_layout", "INDE
 
 #: Width of an instruction index (PROGRAM_LENGTH is a 32-bit register).
 INDEX_BITS = 32
-#: Cycles between the last accumulate handshake and its row being readable (write-back + read).
-_ACCUMULATOR_SETTLE = 2
+#: Cycles between the last accumulate handshake and its row being readable (the accumulator's
+#: read, register and write-back, then a plain read).
+_ACCUMULATOR_SETTLE = 3
 #: Instructions the unit holds at most between command and done (the NPU's FIFO of token
 #: pushes is as deep). The dones of the MATMULs younger than a VECTOR that finish before it wait
 #: in a FIFO of this depth, so that they never hold up the array.

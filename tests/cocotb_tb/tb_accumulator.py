@@ -1,5 +1,6 @@
 """cocotb testbench of rtl.accumulator.Accumulator against a numpy model: read-modify-write
-accumulation (incl. back-to-back updates of one row), DMA writes yielding to it, plain reads."""
+accumulation, written back two cycles after the request (incl. updates of one row in consecutive
+cycles and one apart, and DMA writes between them), DMA writes yielding to it, plain reads."""
 
 import cocotb
 import numpy as np
@@ -30,7 +31,7 @@ class TB(ClockedTB):
     async def random_traffic(self, cycles, *, depth_used, acc_rate, write_rate, read_rate, extreme=False):
         dut, cols = self.dut, self.config.cols
         await self.clear(depth_used)
-        pending = None      # accumulate request issued last cycle, written back this cycle
+        pending = [None, None]  # accumulate requests of the last two cycles; [0] writes back now
         expected = None
         dma_writes = checked = 0
         for _ in range(cycles):
@@ -62,10 +63,10 @@ class TB(ClockedTB):
             await Timer(1, unit="ns")
             assert dut.accumulate__ready.value == 1
             ready = bool(dut.write__ready.value)
-            assert ready == (pending is None), "the DMA port must yield exactly to write-backs"
-            # This cycle's edge: the pending accumulate writes back, or the DMA writes.
-            if pending is not None:
-                addr, values, accumulate = pending
+            assert ready == (pending[0] is None), "the DMA port must yield exactly to write-backs"
+            # This cycle's edge: the request of two cycles ago writes back, or the DMA writes.
+            if pending[0] is not None:
+                addr, values, accumulate = pending[0]
                 old = self.model[addr] if accumulate else 0
                 self.model[addr] = wrap_int32(np.asarray(old + values, np.int64))
             elif write:
@@ -73,7 +74,7 @@ class TB(ClockedTB):
                 for lane in range(cols):
                     if w_lanes >> lane & 1:
                         self.model[w_addr, lane] = w_values[lane]
-            pending = acc_req if acc else None
+            pending = [pending[1], acc_req if acc else None]
         return checked, dma_writes
 
 
@@ -98,3 +99,13 @@ async def int32_wrap_around(dut):
     tb = TB(dut)
     await tb.start()
     await tb.random_traffic(200, depth_used=2, acc_rate=0.9, write_rate=0.0, read_rate=0.5, extreme=True)
+
+
+@cocotb.test()
+async def dma_writes_between_updates_of_one_row(dut):
+    """Partial-lane DMA writes in the cycles an update's read misses are forwarded to it."""
+    tb = TB(dut)
+    await tb.start()
+    checked, writes = await tb.random_traffic(400, depth_used=2, acc_rate=0.6, write_rate=0.8,
+                                              read_rate=0.5)
+    assert checked > 100 and writes > 50
