@@ -22,7 +22,8 @@ Structure (one instruction at a time, in this order):
    of the function units. One beat is issued per cycle; when ``vector_lanes`` equals the input
    and output widths and ``out_lane`` is 0, a beat is a whole row.
 4. **Function units**, all fed from the same read stage through two registers (the gathered
-   beat; the beat plus the REQUANT bias added to its values), one of them selected by
+   beat; the beat plus the REQUANT bias added to its values, a :class:`StreamRegister` so that a
+   unit's ``ready`` stops there), one of them selected by
    ``funct``, each ``vector_lanes`` wide: :class:`Requantizer` lanes, :class:`QuantizedAdder`
    lanes, an elementwise max (no pipeline), :class:`GeluLane` s, and the row units
    :class:`SoftmaxUnit` and :class:`LayernormUnit`, which see each group three times (passes)
@@ -57,6 +58,7 @@ from .ports import ReadPortSignature, WritePortSignature
 from .quantized_adder import QuantizedAdder
 from .requantizer import Requantizer
 from .softmax_unit import SoftmaxUnit
+from .stream_register import StreamRegister
 
 __all__ = ["VectorUnit", "vector_done_layout", "vector_footprint_layout", "FOOTPRINT_BITS"]
 
@@ -285,7 +287,8 @@ class VectorUnit(wiring.Component):
 
         # The gathered beat passes two registers on its way to the function units: the first
         # takes the elements as gathered (behind the memories' outputs and the gather
-        # multiplexers), the second adds the REQUANT bias to the accumulator values.
+        # multiplexers), the second (a register slice) adds the REQUANT bias to the accumulator
+        # values.
         unit_ready = Signal()      # the selected function unit takes a beat
         gathered = {"values": beat_lanes(self.acc_values.data, cols, "beat_values"),
                     "params0": beat_lanes(self.acc_params0.data, cols, "beat_params0"),
@@ -304,15 +307,23 @@ class VectorUnit(wiring.Component):
                 m.d.sync += [stage[key].eq(value) for key, value in fields.items()]
             return stage, stage_valid
 
-        s2_take, s3_take = Signal(), Signal()
+        s2_take = Signal()
         s2, s2_valid = register_stage(gathered, valid=s1_valid, take=s2_take, name="s2")
         biased = Signal(data.ArrayLayout(signed(32), width))
         m.d.comb += [biased[lane].eq(s2["values"][lane] + Mux(ins.bias, s2["params1"][lane], 0))
                      for lane in range(width)]   # int32, wraps
-        s3, s3_valid = register_stage({**s2, "biased": biased}, valid=s2_valid, take=s3_take,
-                                      name="s3")
-        m.d.comb += [s3_take.eq(~s3_valid | unit_ready), s2_take.eq(~s2_valid | s3_take),
-                     s1_ready.eq(s2_take)]
+        # The third register is a register slice: whether a function unit takes a beat (its
+        # ``ready``, which follows its pipeline's state) reaches no further back than it, so the
+        # read stage and the sequencer advance on flip-flops alone.
+        s3_fields = {**s2, "biased": biased}
+        m.submodules.unit_input = unit_input = StreamRegister(data.StructLayout(
+            {key: value.shape() for key, value in s3_fields.items()}))
+        m.d.comb += [unit_input.inputs.valid.eq(s2_valid),
+                     *(unit_input.inputs.payload[key].eq(value)
+                       for key, value in s3_fields.items()),
+                     unit_input.outputs.ready.eq(unit_ready),
+                     s2_take.eq(~s2_valid | unit_input.inputs.ready), s1_ready.eq(s2_take)]
+        s3, s3_valid = unit_input.outputs.payload, unit_input.outputs.valid
         acc_values, params0, params1 = s3["values"], s3["params0"], s3["params1"]
         a_values, b_values = s3["a"], s3["b"]
         for lane, unit in enumerate(requantizers):

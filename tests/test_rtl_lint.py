@@ -18,6 +18,7 @@ from rtl.requantizer import Requantizer
 from rtl.scratchpad import Scratchpad
 from rtl.softmax_unit import SoftmaxUnit
 from rtl.store_unit import StoreUnit
+from rtl.stream_register import StreamRegister
 from rtl.systolic_array import SystolicArray
 from rtl.vector_unit import VectorUnit
 from sim.cocotb_runner import VERILATOR_WARNINGS
@@ -40,6 +41,7 @@ BLOCKS = {
     "load_unit": lambda: LoadUnit(CONFIG),
     "store_unit": lambda: StoreUnit(CONFIG),
     "control_registers": lambda: ControlRegisters(CONFIG),
+    "stream_register": lambda: StreamRegister(16),
 }
 
 
