@@ -2,8 +2,9 @@
 
 Structure (one instruction at a time, in this order):
 
-1. **Check** (one cycle, once ``start`` is high: the unit takes a command at once, so that its
-   ``footprint`` is known, and holds it here until the compute unit lets it start). The
+1. **Check** (the cycle after the command is taken, its result registered; the unit takes a
+   command at once, so that its ``footprint`` is known, and then waits until the compute unit
+   lets it start, at least one cycle). The
    instruction's static fields (funct, length, clip bounds, out_lane,
    loop counts, ``vector_max_length`` for the row operations) give ``ILLEGAL_INSTRUCTION``; then
    the last row of each walk (``a``, ``b``, ``out``) and of the parameter sections give
@@ -91,7 +92,8 @@ def _lane_run(*, first, count, width: int):
 
 class VectorUnit(wiring.Component):
     """``command``: the fields of one VECTOR instruction; ``done``: its error code, once it has
-    finished; ``start``: the instruction may leave the check stage (it touches no memory before).
+    finished; ``start``: a pulse (or a level) that lets the taken instruction leave the check
+    stage, at the earliest in the cycle after the command handshake (it touches no memory before).
     Memory ports: three accumulator read ports (operand, two parameter sections), two
     scratchpad read ports (operands ``a`` and ``b``) and the scratchpad write port; each must be
     the unit's own (a read port's data must hold while its ``en`` is low)."""
@@ -211,6 +213,8 @@ class VectorUnit(wiring.Component):
                         | (ends["has_params"] & (ends["param_end"] > cfg.accumulator_depth)))
         check_result = Mux(illegal, ErrorCode.ILLEGAL_INSTRUCTION,
                            Mux(out_of_range, ErrorCode.SRAM_OUT_OF_RANGE, ErrorCode.NONE))
+        check_error = Signal(ErrorCode)    # registered in CHECK, used once ``start`` is high
+        started = Signal()                 # ``start`` came during CHECK
 
         # 2. Constants ------------------------------------------------------------------------
         const_rows = ceil_cols(_CONST_WORDS)
@@ -452,15 +456,19 @@ class VectorUnit(wiring.Component):
                     m.d.sync += [ins.eq(self.command.payload), faulted.eq(0),
                                  error.eq(ErrorCode.NONE)]
                     m.next = "CHECK"
-            with m.State("CHECK"):  # waits here until ``start``
-                m.d.sync += [error.eq(check_result), j.eq(0), remaining.eq(ins.length),
+            with m.State("CHECK"):
+                m.d.sync += [check_error.eq(check_result), j.eq(0), remaining.eq(ins.length),
                              pass_index.eq(0), outer.eq(0),
                              inner.eq(0), const_row.eq(0), const_capture.eq(0)]
                 for p in base:
                     m.d.sync += [base[p].eq(ins[f"{p}_addr"]), outer_base[p].eq(ins[f"{p}_addr"])]
-                with m.If(~self.start):
+                m.d.sync += started.eq(self.start)
+                m.next = "WAIT"
+            with m.State("WAIT"):  # until ``start`` (a pulse, which may come in CHECK)
+                with m.If(~self.start & ~started):
                     pass
-                with m.Elif(check_result != ErrorCode.NONE):
+                with m.Elif(check_error != ErrorCode.NONE):
+                    m.d.sync += error.eq(check_error)
                     m.next = "DONE"
                 with m.Elif(has_consts):
                     m.next = "CONSTS"
