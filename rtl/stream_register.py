@@ -1,6 +1,6 @@
 """A register slice for a stream: cuts the combinational paths through it in both directions."""
 
-from amaranth import Module, Signal
+from amaranth import Module, Mux, Signal
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -10,11 +10,12 @@ __all__ = ["StreamRegister"]
 class StreamRegister(wiring.Component):
     """``inputs`` -> ``outputs`` with one cycle of latency and full throughput.
 
-    ``outputs.valid`` and ``outputs.payload`` come from flip-flops, and so does ``inputs.ready``:
-    no path goes from one side to the other in a cycle. A second (skid) register takes the payload
-    that arrives in the cycle the output stalls, so ``inputs.ready`` only falls when both are full.
-    Payloads leave in order; none is lost or repeated. Wrap it in a ``ResetInserter`` to drop what
-    it holds.
+    Two payload registers used in turn (a two-entry FIFO): ``inputs.ready`` and
+    ``outputs.valid`` come from flip-flops (the fill count), and ``outputs.ready`` only moves the
+    read index and the count, never the payload registers' enables, so no path goes from one
+    side to the other in a cycle and a wide payload adds no load to the consumer's ``ready``.
+    ``outputs.payload`` is the read index's register through one multiplexer. Payloads leave in
+    order; none is lost or repeated. Wrap it in a ``ResetInserter`` to drop what it holds.
     """
 
     def __init__(self, shape):
@@ -24,17 +25,23 @@ class StreamRegister(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        skid = Signal(self.shape)
-        skid_valid = Signal()
-        m.d.comb += self.inputs.ready.eq(~skid_valid)
-        output_free = ~self.outputs.valid | self.outputs.ready
-        with m.If(output_free):
-            with m.If(skid_valid):
-                m.d.sync += [self.outputs.payload.eq(skid), self.outputs.valid.eq(1),
-                             skid_valid.eq(0)]
-            with m.Else():
-                m.d.sync += [self.outputs.payload.eq(self.inputs.payload),
-                             self.outputs.valid.eq(self.inputs.valid)]
-        with m.Elif(self.inputs.valid & ~skid_valid):
-            m.d.sync += [skid.eq(self.inputs.payload), skid_valid.eq(1)]
+        entries = [Signal(self.shape, name=f"entry{i}") for i in range(2)]
+        write_index = Signal()
+        read_index = Signal()
+        count = Signal(range(3))
+        push = self.inputs.valid & self.inputs.ready
+        pop = self.outputs.valid & self.outputs.ready
+        m.d.comb += [
+            self.inputs.ready.eq(count != 2),
+            self.outputs.valid.eq(count != 0),
+            self.outputs.payload.eq(Mux(read_index, entries[1], entries[0])),
+        ]
+        with m.If(push):
+            m.d.sync += write_index.eq(~write_index)
+            for i, entry in enumerate(entries):
+                with m.If(write_index == i):
+                    m.d.sync += entry.eq(self.inputs.payload)
+        with m.If(pop):
+            m.d.sync += read_index.eq(~read_index)
+        m.d.sync += count.eq(count + push - pop)
         return m
