@@ -24,8 +24,9 @@ so that several LOADs can fill one row (a convolution's packed kernel taps).
    element's bytes) at most ``B`` (the bus bytes) from one chunk at a byte offset (0 with element
    spans; ``B / E`` elements per chunk with row spans), else from ``ceil(E / B)`` chunks, one per
    cycle, gathered in a row buffer. The row, masked to its first ``E`` bytes, goes to a write
-   register that holds it until the port is ready (the accumulator's DMA port yields to the
-   array's write-backs, the scratchpad's is shared with the vector unit).
+   queue of two rows that holds it until the port is ready (the accumulator's DMA port yields to
+   the array's write-backs, the scratchpad's is shared with the vector unit); the writer goes on
+   while the queue has room, so the chunk stream's ``ready`` does not wait on the port's.
 
 Throughput: padding rows and elements of at most ``B`` bytes write one SRAM row per cycle once
 their chunks are there; elements of more than ``B`` bytes take ``ceil(E / B)`` cycles (the bus
@@ -39,8 +40,8 @@ the unit returns to idle with no ``done``, accepting and dropping any chunk offe
 ``idle`` is high when no instruction is in the unit.
 """
 
-from amaranth import Array, Cat, Module, Mux, Signal, signed
-from amaranth.lib import data, stream, wiring
+from amaranth import Array, Cat, Module, Mux, ResetInserter, Signal, signed
+from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from golden.config import NpuConfig
@@ -130,33 +131,42 @@ class LoadUnit(wiring.Component):
         with m.If(self.chunks.valid & take & chunk.last):
             m.d.sync += lasts.eq(lasts + 1)
 
-        # Write register -------------------------------------------------------------------------
+        # Write queue: two rows, so that taking a row depends on the queue's fill level alone,
+        # not on the memory port's ``ready`` (which follows the vector unit's and the array's
+        # writes in the same cycle). A row is written from the head the cycle after it is queued
+        # when the port is free, as from a single write register.
         accumulator = plan.accumulator
-        w_valid = Signal()
-        w_addr = Signal(16)
-        w_data = Signal(8 * row_bytes)
+        queued_row = data.StructLayout({"addr": 16, "data": 8 * row_bytes})
+        m.submodules.write_queue = write_queue = ResetInserter(self.flush)(
+            fifo.SyncFIFO(width=queued_row.size, depth=2))
+        head = queued_row(write_queue.r_data)
         w_ready = Mux(accumulator, self.acc_write.ready, self.spad_write.ready)
-        w_free = ~w_valid | w_ready
-        spad_row = w_data[:8 * spad_bytes]
+        w_free = write_queue.w_rdy
+        w_addr = Signal(16)     # the last queued row's address
+        spad_row = head.data[:8 * spad_bytes]
         lane_shift = Signal(range(8 * spad_bytes))
         m.d.comb += lane_shift.eq(ins.lane_offset[:(spad_bytes - 1).bit_length()] << 3)
         for port, is_acc in ((self.spad_write, 0), (self.acc_write, 1)):
-            m.d.comb += [port.en.eq(w_valid & (accumulator == is_acc)), port.addr.eq(w_addr)]
+            m.d.comb += [port.en.eq(write_queue.r_rdy & (accumulator == is_acc)),
+                         port.addr.eq(head.addr)]
         m.d.comb += [
             # Rotated, not shifted: a padding row (every lane pad_value) stays as it is, and a
             # data row has zeros in its top lanes (lane_offset + elem_len <= lanes).
             self.spad_write.data.eq((Cat(spad_row, spad_row) << lane_shift)
                                     [8 * spad_bytes:16 * spad_bytes]),
             self.spad_write.lanes.eq(spad_lanes),
-            self.acc_write.data.eq(w_data[:8 * acc_bytes]),
+            self.acc_write.data.eq(head.data[:8 * acc_bytes]),
             self.acc_write.lanes.eq(-1),
+            write_queue.r_en.eq(w_ready),
         ]
-        with m.If(w_valid & w_ready):
-            m.d.sync += w_valid.eq(0)
+        # The last row leaves the queue in this cycle, or it is empty.
+        queue_draining = ~write_queue.r_rdy | ((write_queue.level == 1) & w_ready)
         load_row = Signal()
         row_value = Signal(8 * row_bytes)
+        m.d.comb += [write_queue.w_en.eq(load_row),
+                     write_queue.w_data.eq(Cat((w_addr + 1)[:16], row_value))]
         with m.If(load_row):
-            m.d.sync += [w_valid.eq(1), w_data.eq(row_value), w_addr.eq(w_addr + 1)]
+            m.d.sync += w_addr.eq(w_addr + 1)
 
         # Writer state (the instruction's fields hold still while it runs) ----------------------
         y = Signal(_BLOCK_BITS)
@@ -215,8 +225,7 @@ class LoadUnit(wiring.Component):
         m.d.comb += self.done.payload.error.eq(error)
 
         def flushable():
-            with m.If(self.flush):
-                m.d.sync += w_valid.eq(0)
+            with m.If(self.flush):  # (the write queue is emptied by its reset)
                 m.d.comb += take.eq(1)
                 m.next = "IDLE"
 
@@ -270,14 +279,14 @@ class LoadUnit(wiring.Component):
                     with m.If(end_of_block):
                         m.next = "FINISH"
                 flushable()
-            with m.State("FINISH"):  # the last row leaves the write register
-                with m.If(w_free):
+            with m.State("FINISH"):  # the last row leaves the write queue
+                with m.If(queue_draining):
                     m.next = "DONE"
                 flushable()
             with m.State("DRAIN"):  # after a bus error: the issued spans' chunks, no writes
                 m.d.comb += take.eq(1)
                 arriving = self.chunks.valid & chunk.last
-                with m.If(~walker.busy & ~w_valid & (lasts + arriving == walker.issued)):
+                with m.If(~walker.busy & ~write_queue.r_rdy & (lasts + arriving == walker.issued)):
                     m.next = "DONE"
                 flushable()
             with m.State("DONE"):

@@ -30,7 +30,7 @@ m_axi (write) <- DmaWriter <- StoreUnit
   (vector x3, store), the array's accumulate port and the load unit's write port.
 """
 
-from amaranth import Cat, Module, Mux, Signal
+from amaranth import Cat, Module, Mux, ResetInserter, Signal
 from amaranth.lib import data, fifo, wiring
 from amaranth.lib.wiring import Out
 
@@ -43,6 +43,7 @@ from .axi_read_arbiter import AxiReadArbiter
 from .clock_gate import add_gated_domain
 from .compute_unit import INDEX_BITS, OUTSTANDING, ComputeUnit
 from .control_registers import ControlRegisters
+from .dma_layouts import read_chunk_layout
 from .dma_reader import DmaReader
 from .dma_writer import DmaWriter
 from .fetch_unit import FetchUnit
@@ -50,6 +51,7 @@ from .isa_layouts import ErrorCode, Opcode, fields_layout, format_layout
 from .load_unit import LoadUnit
 from .scratchpad import Scratchpad
 from .store_unit import StoreUnit
+from .stream_register import StreamRegister
 
 __all__ = ["Npu"]
 
@@ -114,7 +116,11 @@ class Npu(wiring.Component):
         wiring.connect(m, fetch.spans, fetch_reader.spans)
         wiring.connect(m, fetch_reader.chunks, fetch.chunks)
         wiring.connect(m, load.spans, load_reader.spans)
-        wiring.connect(m, load_reader.chunks, load.chunks)
+        # The load unit's ``ready`` follows its write port's; a register slice keeps that path
+        # out of the DmaReader and the bus arbiter (one cycle more per LOAD).
+        load_chunks = StreamRegister(read_chunk_layout(cfg))  # added below, reset by a flush
+        wiring.connect(m, load_reader.chunks, load_chunks.inputs)
+        wiring.connect(m, load_chunks.outputs, load.chunks)
         wiring.connect(m, store.spans, writer.spans)
         wiring.connect(m, store.chunks, writer.chunks)
         wiring.connect(m, writer.done, store.span_done)
@@ -164,6 +170,7 @@ class Npu(wiring.Component):
             m.d.sync += [fault.eq(1), fault_code.eq(raise_code), fault_index.eq(raise_index)]
 
         flush = flushing
+        m.submodules.load_chunks = ResetInserter(flush)(load_chunks)
         for unit in (fetch, fetch_reader, load_reader, writer, load, store, compute):
             m.d.comb += unit.flush.eq(flush)
         all_idle = Signal()

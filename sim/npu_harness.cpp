@@ -438,6 +438,11 @@ void npu_sim_reset(NpuSim* sim, uint32_t cycles) {
     sim->writes.clear();
     sim->responses.clear();
     sim->host_aw = sim->host_w = sim->host_ar = false;
+    // Withdraw what the DRAM model offers, so that the first reset edge transfers nothing (a
+    // beat offered in the last cycle would otherwise be taken from the emptied queues).
+    Vnpu& t = *sim->top;
+    t.m_axi_rvalid = t.m_axi_bvalid = 0;
+    t.m_axi_arready = t.m_axi_awready = t.m_axi_wready = 0;
     sim->reset(int(cycles));
 }
 
