@@ -13,8 +13,10 @@ Where elements overlap in DRAM the later one wins: the DmaWriter writes spans in
 2. **Spans**: a :class:`SpanWalker` gives the DmaWriter one span per DRAM row when the row is
    contiguous and elements sit at fixed places in the chunks, else one span per element (see
    ``rtl/span_walker.py``).
-3. **Data**: the SRAM rows are read in order, one per cycle while the chunk stream flows; a row's
-   data stays on the read port until it is used up. With ``E`` (the element's bytes) below ``B``
+3. **Data**: the SRAM rows are read in order, one per cycle while the chunk stream flows. A row
+   read goes into a row register the cycle after (the block RAM's output is slow: nothing else
+   sits behind it in that cycle) and stays there until it is used up; the next row waits on the
+   read port meanwhile. With ``E`` (the element's bytes) below ``B``
    (the bus bytes) in a row span, ``B / E`` elements are packed into each chunk (the DRAM row's
    last chunk may be partial); otherwise an element is ``ceil(E / B)`` chunks, the row's bytes
    from 0 on (bytes past the span's end are don't-care: the writer writes ``length`` bytes). The
@@ -116,7 +118,9 @@ class StoreUnit(wiring.Component):
             m.d.sync += [out_valid.eq(1), out_data.eq(emit_data)]
 
         # Data path ------------------------------------------------------------------------------
-        have_row = Signal()         # the read port holds the current element's row
+        in_flight = Signal()        # the read port holds a row not yet in the row register
+        flight_last_col = Signal()  # ... and it is the last element of its DRAM row
+        have_row = Signal()         # the row register holds the current element's row
         row_last_col = Signal()     # ... and it is the last element of its DRAM row
         part = Signal(range(slots + 1))
         offset = Signal(range(bus_bytes))
@@ -126,9 +130,10 @@ class StoreUnit(wiring.Component):
         read_addr = Signal(16)
         started = Signal(SPAN_COUNT_BITS)   # spans whose chunks the data path has begun
 
+        spad_row = Signal.like(self.spad_read.data.as_value())
+        acc_row = Signal.like(self.acc_read.data.as_value())
         row_data = Signal(8 * slots * bus_bytes)
-        m.d.comb += row_data.eq(Mux(accumulator, self.acc_read.data.as_value(),
-                                    self.spad_read.data.as_value()))
+        m.d.comb += row_data.eq(Mux(accumulator, acc_row, spad_row))
         pieces = Array(row_data[8 * bus_bytes * s:8 * bus_bytes * (s + 1)] for s in range(slots))
         keep = Signal(8 * bus_bytes)        # the element's bytes within one chunk
         m.d.comb += keep.eq(Cat(bit.replicate(8) for bit in plan.keep[:bus_bytes]))
@@ -159,29 +164,38 @@ class StoreUnit(wiring.Component):
 
         fetching = fetch_row != ins.rows
         starts_span = ~plan.row_mode | (fetch_col == 0)
+        capture = Signal()          # the row on the read port moves into the row register
+        m.d.comb += capture.eq(in_flight & (~have_row | row_done))
+        with m.If(capture):
+            m.d.sync += [have_row.eq(1), row_last_col.eq(flight_last_col),
+                         spad_row.eq(self.spad_read.data.as_value()),
+                         acc_row.eq(self.acc_read.data.as_value())]
+        with m.Elif(row_done):
+            m.d.sync += have_row.eq(0)
+
         fetch = Signal()
-        m.d.comb += fetch.eq(running & (~have_row | row_done) & fetching
+        m.d.comb += fetch.eq(running & (~in_flight | capture) & fetching
                              & (~starts_span | (started != walker.issued)))
         m.d.comb += [self.spad_read.addr.eq(read_addr), self.acc_read.addr.eq(read_addr),
                      self.spad_read.en.eq(fetch & ~accumulator),
                      self.acc_read.en.eq(fetch & accumulator)]
         with m.If(fetch):
-            m.d.sync += [have_row.eq(1), read_addr.eq(read_addr + 1),
-                         row_last_col.eq(fetch_col == ins.cols - 1),
+            m.d.sync += [in_flight.eq(1), read_addr.eq(read_addr + 1),
+                         flight_last_col.eq(fetch_col == ins.cols - 1),
                          fetch_col.eq(fetch_col + 1)]
             with m.If(fetch_col == ins.cols - 1):
                 m.d.sync += [fetch_col.eq(0), fetch_row.eq(fetch_row + 1)]
             with m.If(starts_span):
                 m.d.sync += started.eq(started + 1)
-        with m.Elif(row_done):
-            m.d.sync += have_row.eq(0)
+        with m.Elif(capture):
+            m.d.sync += in_flight.eq(0)
 
         # Control ------------------------------------------------------------------------------
         m.d.comb += self.done.payload.error.eq(error)
 
         def flushable():
             with m.If(self.flush):
-                m.d.sync += [out_valid.eq(0), have_row.eq(0)]
+                m.d.sync += [out_valid.eq(0), have_row.eq(0), in_flight.eq(0)]
                 m.next = "IDLE"
 
         with m.FSM():
@@ -197,7 +211,7 @@ class StoreUnit(wiring.Component):
             with m.State("CHECK"):
                 m.d.comb += walker.prepare.eq(1)
                 m.d.sync += [error.eq(plan.error), dones.eq(0), started.eq(0), have_row.eq(0),
-                             part.eq(0), offset.eq(0), fetch_row.eq(0), fetch_col.eq(0),
+                             in_flight.eq(0), part.eq(0), offset.eq(0), fetch_row.eq(0), fetch_col.eq(0),
                              read_addr.eq(ins.sram_addr)]
                 with m.If(plan.error != ErrorCode.NONE):
                     m.next = "DONE"
