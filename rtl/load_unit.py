@@ -8,7 +8,7 @@ scratchpad an element's values start at lane ``lane_offset``, and with ``merge``
 ``lane_offset .. lane_offset + elem_len - 1`` of each row are written (the rest keep their value),
 so that several LOADs can fill one row (a convolution's packed kernel taps).
 
-1. **Check** (the two cycles after the command is taken, PLAN and CHECK; the products are
+1. **Check** (the three cycles after the command is taken, PLAN, CHECK and VERDICT; the products are
    computed as it is taken, :func:`rtl.span_walker.plan_transfer`): ``ILLEGAL_INSTRUCTION`` (rows or
    cols 0, ``elem_len`` outside 1 .. row width, ``lane_offset + elem_len`` past the row, a lane
    field in an accumulator LOAD), then ``SRAM_OUT_OF_RANGE`` (the block past the
@@ -244,7 +244,10 @@ class LoadUnit(wiring.Component):
                 m.d.sync += [error.eq(plan.error), y.eq(0), x.eq(0), part.eq(0), offset.eq(0),
                              lasts.eq(0), w_addr.eq(ins.sram_addr - 1), *col_flags(0),
                              *row_flags(0)]
-                with m.If(plan.error != ErrorCode.NONE):
+                m.next = "VERDICT"
+                flushable()
+            with m.State("VERDICT"):  # from the registered error code
+                with m.If(error != ErrorCode.NONE):
                     m.next = "DONE"
                 with m.Elif(~self.flush):
                     m.d.comb += walker.start.eq(1)

@@ -146,12 +146,9 @@ class QuantizedAdder(wiring.Component):
 
         # Stage 1: decode -------------------------------------------------------------------------
         def operand(code, unsigned_code, name):
-            """A raw code (-128..255) as sign, |code| and its leading zeros (of 8), zero."""
-            magnitude = comb(Mux(unsigned_code, code ^ 0x80, Mux(code[7], -code, code))[0:8], 8,
-                             f"{name}_magnitude")
-            return {f"{name}_sign": ~unsigned_code & code[7], f"{name}_zero": magnitude == 0,
-                    f"{name}_magnitude": magnitude,
-                    f"{name}_zeros": (leading_zeros(m, magnitude), unsigned(4))}
+            """A raw code (-128..255) as sign and |code| (its leading zeros: stage 2)."""
+            magnitude = Mux(unsigned_code, code ^ 0x80, Mux(code[7], -code, code))[0:8]
+            return {f"{name}_sign": ~unsigned_code & code[7], f"{name}_magnitude": (magnitude, 8)}
 
         def bad_scale(bits):
             return bits[31] | (bits[23:31] == 0) | (bits[23:31] == 0xFF)
@@ -199,7 +196,8 @@ class QuantizedAdder(wiring.Component):
         # code - zp: the multiplier forms d * m, 9 x 31 bits, and the rounding (stage 5) and
         # the alignment shifter of an FMA (stage 7 or 13) place it.
         def multiplier_operand(name):
-            left_amount, diff, zeros = s[f"{name}_left"], s[f"{name}_diff"], s[f"{name}_zeros"]
+            left_amount, diff, magnitude = s[f"{name}_left"], s[f"{name}_diff"], s[f"{name}_magnitude"]
+            zeros = leading_zeros(m, magnitude)
             wrapped = Signal(signed(9), name=f"{name}_wrapped")
             with m.Switch(left_amount):
                 with m.Case(*range(24)):
@@ -209,9 +207,10 @@ class QuantizedAdder(wiring.Component):
                         m.d.comb += wrapped.eq(diff[0:32 - amount].as_signed())
                 with m.Default():
                     m.d.comb += wrapped.eq(0)
-            normalised = (s[f"{name}_magnitude"] << zeros)[0:8]
-            return (f"{name}_magnitude", f"{name}_zeros", f"{name}_diff", f"{name}_left",
+            normalised = (magnitude << zeros)[0:8]
+            return (f"{name}_magnitude", f"{name}_diff", f"{name}_left",
                     f"s{name}_exp", f"{name}_right"), {
+                f"{name}_zero": magnitude == 0,
                 f"{name}_operand": (Mux(s["fixed"], wrapped, normalised), signed(9)),
                 f"{name}_tp0": (s[f"s{name}_exp"] - 120 - zeros, _EXP),
                 # fixed: floor(d * m * 2^left / 2^31 + 1/2) is the rounding shift by

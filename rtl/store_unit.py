@@ -5,7 +5,7 @@ A STORE writes element ``(r, c)``, the first ``elem_len`` lanes of SRAM row
 accumulator), to DRAM byte ``dram_addr + r * dram_row_stride + c * dram_elem_stride`` onward.
 Where elements overlap in DRAM the later one wins: the DmaWriter writes spans in order.
 
-1. **Check** (the two cycles after the command is taken, PLAN and CHECK; the products are
+1. **Check** (the three cycles after the command is taken, PLAN, CHECK and VERDICT; the products are
    computed as it is taken, :func:`rtl.span_walker.plan_transfer`): ``ILLEGAL_INSTRUCTION`` (rows or
    cols 0, ``elem_len`` outside 1 .. row width), then ``SRAM_OUT_OF_RANGE`` (the rows past the
    memory's depth), then ``BUS_ERROR`` for a DRAM byte past the end of the address space, in the
@@ -213,7 +213,10 @@ class StoreUnit(wiring.Component):
                 m.d.sync += [error.eq(plan.error), dones.eq(0), started.eq(0), have_row.eq(0),
                              in_flight.eq(0), part.eq(0), offset.eq(0), fetch_row.eq(0), fetch_col.eq(0),
                              read_addr.eq(ins.sram_addr)]
-                with m.If(plan.error != ErrorCode.NONE):
+                m.next = "VERDICT"
+                flushable()
+            with m.State("VERDICT"):  # from the registered error code
+                with m.If(error != ErrorCode.NONE):
                     m.next = "DONE"
                 with m.Elif(~self.flush):
                     m.d.comb += walker.start.eq(1)

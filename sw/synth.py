@@ -65,10 +65,6 @@ class FpgaTarget:
     script_labels: tuple[str, str]
     #: Where a memories-only run stops: memories and multipliers are mapped before this label.
     memories_mapped_label: str
-    #: yosys commands that put the clock on the device's global clock network before place and
-    #: route (empty: none). Out of context the clock is a port, not an I/O buffer, and nextpnr
-    #: only promotes nets driven by a cell: without a buffer the clock goes over general routing.
-    clock_buffer: tuple[str, ...] = ()
 
     def cells_of(self, resource: str) -> list[str]:
         """The mapped cell types that count towards ``resource``."""
@@ -103,14 +99,7 @@ TARGETS: dict[str, FpgaTarget] = {
         labels={"luts": "LUT4", "ffs": "flip-flops", "dsps": "MULT18X18D", "brams": "DP16KD"},
         cell_costs=_ECP5_COSTS,
         block_ram_cells=("DP16KD", "PDPW16KD"), distributed_ram_cells=("DPR16X4",),
-        script_labels=("begin:coarse", "coarse"), memories_mapped_label="map_ffram",
-        # Mark the clock inputs of the primitives as clock sinks, then let `clkbufmap` drive the
-        # nets that reach them through a DCCA (the ECP5's global clock buffer).
-        clock_buffer=(
-            "setattr -set clkbuf_sink 1 =TRELLIS_FF/w:CLK =TRELLIS_DPR16X4/w:WCK "
-            "=DP16KD/w:CLKA =DP16KD/w:CLKB =PDPW16KD/w:CLKW =PDPW16KD/w:CLKR "
-            "=MULT18X18D/w:CLK0 =MULT18X18D/w:CLK1 =MULT18X18D/w:CLK2 =MULT18X18D/w:CLK3",
-            "clkbufmap -buf DCCA CLKO:CLKI")),
+        script_labels=("begin:coarse", "coarse"), memories_mapped_label="map_ffram"),
     "xc7a100t": FpgaTarget(
         name="xc7a100t", device="AMD Artix-7 XC7A100T",
         synth_command="synth_xilinx -family xc7 -flatten -noiopad",
@@ -418,7 +407,7 @@ def synthesize(verilog: Path, *, top: str, target: str, config: str, work_dir: P
 
     first, prepare = fpga.script_labels
     rest = f"{prepare}:{fpga.memories_mapped_label}"
-    place_and_route = not memories_only and fpga.nextpnr_device is not None
+    netlist = "" if memories_only or not fpga.nextpnr_device else " -json netlist.json"
     # The synthesis script runs up to where `proc` would turn processes into cells, runs `proc`
     # and takes statistics (they show any latch), then goes on; the statistics at the end count
     # the mapped cells, and the lists of DSP and block RAM cells say where they went.
@@ -432,9 +421,7 @@ def synthesize(verilog: Path, *, top: str, target: str, config: str, work_dir: P
             # same and yosys asserts (YosysHQ/yosys#4349): split such nets into bits first.
             f"{fpga.synth_command} -top {top} -run {prepare}:map_luts",
             "splitnets -ports",
-            f"{fpga.synth_command} -top {top} -run map_luts:",
-            *(fpga.clock_buffer if place_and_route else ()),
-            *(["write_json netlist.json"] if place_and_route else [])]),
+            f"{fpga.synth_command} -top {top} -run map_luts:{netlist}"]),
         "tee -q -o stat.json stat -json",
         *(f"tee -q -o cells-{cell}.txt select -list t:{cell}"
           for cell in fpga.cells_of("dsps") + fpga.cells_of("brams")),
