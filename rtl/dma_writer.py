@@ -148,7 +148,6 @@ class DmaWriter(wiring.Component):
         next_is_last = Signal()                 # beat == head.last_beat, when not first_beat
         burst_beat = Signal(8)                  # index of the next beat in the burst
         prev = Signal(8 * B)                    # the span's previous chunk
-        strobe_count = Signal(range(B + 1))     # bytes in the beat in the W register
 
         advance = ~bus.wvalid | bus.wready
         burst_last = burst_beat == w_bursts.r_data
@@ -184,7 +183,6 @@ class DmaWriter(wiring.Component):
                 bus.wdata.eq(window.bit_select(shift * 8, 8 * B)),
                 bus.wstrb.eq(strobe),
                 bus.wlast.eq(burst_last),
-                strobe_count.eq(sum(strobe[i] for i in range(B))),
                 burst_beat.eq(burst_beat + 1),
                 beat.eq(beat + 1),
                 first_beat.eq(0),
@@ -222,7 +220,9 @@ class DmaWriter(wiring.Component):
             m.d.sync += [done_valid.eq(0), span_error.eq(0)]
 
         m.d.comb += [
-            self.written_bytes.eq(Mux(bus.wvalid & bus.wready, strobe_count, 0)),
+            # (counted from the W register, not as the strobe is formed: that is a long path)
+            self.written_bytes.eq(Mux(bus.wvalid & bus.wready,
+                                      sum(bus.wstrb[i] for i in range(B)), 0)),
             self.idle.eq((outstanding == 0) & ~splitter.busy & (shapes.level == 0)
                          & ~done_valid),
         ]

@@ -1,5 +1,5 @@
 """One lane of the quantised elementwise add (VECTOR funct ADD), both modes, bit-exact with
-golden.machine (21 pipeline stages).
+golden.machine (23 pipeline stages).
 
 fp32 mode (onnxruntime QLinearAdd on raw codes, ``golden.quant.add_fp32``):
 y = clip(rne(fma(a, SA, fma(b, SB, F)))). The stored operands become raw codes first
@@ -55,7 +55,7 @@ The parameter fields are as wide as the accumulator words they come from, so tha
 check them itself. ``out_zp`` is only used in fixed mode (fp32 mode folds it into F).
 """
 
-from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -110,7 +110,7 @@ class QuantizedAdder(wiring.Component):
     inputs: In(stream.Signature(adder_input_layout))
     outputs: Out(stream.Signature(adder_output_layout))
 
-    latency = 21
+    latency = 23
 
     def elaborate(self, platform):
         m = Module()
@@ -194,7 +194,7 @@ class QuantizedAdder(wiring.Component):
         # fixed: (code - zp) << left, wrapped in 32 bits, is d * 2^left with d the low
         # 32 - left bits of code - zp (sign-extended) when left > 23, 0 when left > 31, else
         # code - zp: the multiplier forms d * m, 9 x 31 bits, and the rounding (stage 5) and
-        # the alignment shifter of an FMA (stage 7 or 13) place it.
+        # the alignment shifter of an FMA (stage 7 or 14) place it.
         def multiplier_operand(name):
             left_amount, diff, magnitude = s[f"{name}_left"], s[f"{name}_diff"], s[f"{name}_magnitude"]
             zeros = leading_zeros(m, magnitude)
@@ -329,9 +329,24 @@ class QuantizedAdder(wiring.Component):
                 sum=((larger + (smaller ^ subtract.replicate(_WINDOW)) + s["carry"])[0:_WINDOW],
                      unsigned(_WINDOW)))
 
+        def fma_group():
+            """The sum's leading zeros, first step: per nibble, nonzero and its leading zeros."""
+            nibbles = [s["sum"][4 * i:4 * i + 4] for i in range(_WINDOW // 4)]
+            return (), dict(
+                nibble_nonzero=(Cat(nibble.any() for nibble in nibbles), unsigned(len(nibbles))),
+                nibble_zeros=(Cat(leading_zeros(m, nibble)[0:2] for nibble in nibbles),
+                              unsigned(2 * len(nibbles))))
+
         def fma_count(*, fixed_zeros):
-            return (), dict(zeros=Mux(s["fixed"], fixed_zeros, leading_zeros(m, s["sum"])),
-                            zero=s["sum"] == 0)
+            """Second step: 4 x the zero nibbles on top, + the first nonzero nibble's zeros."""
+            nonzero, nibble_zeros = s["nibble_nonzero"], s["nibble_zeros"]
+            top = len(nonzero) - 1
+            empty = comb(leading_zeros(m, nonzero), range(len(nonzero) + 1), "empty_nibbles")
+            first = Array(nibble_zeros[2 * (top - i):2 * (top - i) + 2]
+                          for i in range(len(nonzero)))[empty]
+            return ("nibble_nonzero", "nibble_zeros"), dict(
+                zeros=Mux(s["fixed"], fixed_zeros, Mux(nonzero == 0, _WINDOW, (empty << 2) + first)),
+                zero=nonzero == 0)
 
         def fma_normalise():
             zeros = s["zeros"]
@@ -350,20 +365,21 @@ class QuantizedAdder(wiring.Component):
             rounded = comb(kept + round_up, 25, f"{name}_rounded")
             return kept, round_up, rounded
 
-        # Stages 6-11: inner = fma(b, SB, F); fixed: operand a's rounding shift, + its rounding
+        # Stages 6-12: inner = fma(b, SB, F); fixed: operand a's rounding shift, + its rounding
         # (0 + whole + carry), passed on unshifted.
         s = advance(s, 6, fma_align("b", "f", fixed_in=s["a_nudged"], fixed_amount=s["a_shift"],
                                     fixed_first=0),
                     (("a_nudged", "a_shift"), {}))
         s = advance(s, 7, fma_shift("a"))
         s = advance(s, 8, fma_add())
-        s = advance(s, 9, fma_count(fixed_zeros=0))
-        s = advance(s, 10, fma_normalise())
+        s = advance(s, 9, fma_group())
+        s = advance(s, 10, fma_count(fixed_zeros=0))
+        s = advance(s, 11, fma_normalise())
         kept, round_up, rounded = fma_round("inner")
         exp = s["exp"]
         exp_plus_1 = comb(exp + 1, _EXP, "inner_exp_plus_1")
         inner_exp = comb(Mux(rounded[24], exp_plus_1, exp), _EXP, "inner_exp")
-        s = advance(s, 11, exponent_differences(s["a_tp"], exp, exp_plus_1, rounded[24]), (
+        s = advance(s, 12, exponent_differences(s["a_tp"], exp, exp_plus_1, rounded[24]), (
             ("normalised", "exp", "zero", "sign"), dict(
                 inner_mant=(rounded[0:24] | (rounded[24] << 23), unsigned(24)),
                 inner_exp=inner_exp,
@@ -372,15 +388,16 @@ class QuantizedAdder(wiring.Component):
                 inf=~s["zero"] & ((exp > 127) | ((exp == 127) & rounded[24])),
                 a_scaled=s["normalised"][0:32])))
 
-        # Stages 12-17: total = fma(a, SA, inner); fixed: operand b's rounding shift, + operand
+        # Stages 13-19: total = fma(a, SA, inner); fixed: operand b's rounding shift, + operand
         # a's (the wrapping sum), the output's left shift, the output's partial products.
-        s = advance(s, 12, fma_align("a", "inner", fixed_in=s["b_nudged"],
+        s = advance(s, 13, fma_align("a", "inner", fixed_in=s["b_nudged"],
                                      fixed_amount=s["b_shift"], fixed_first=s["a_scaled"]),
                     (("b_nudged", "b_shift", "a_scaled"), {}))
-        s = advance(s, 13, fma_shift("b"))
-        s = advance(s, 14, fma_add())
-        s = advance(s, 15, fma_count(fixed_zeros=s["out_left"]), (("out_left",), {}))
-        s = advance(s, 16, fma_normalise())
+        s = advance(s, 14, fma_shift("b"))
+        s = advance(s, 15, fma_add())
+        s = advance(s, 16, fma_group())
+        s = advance(s, 17, fma_count(fixed_zeros=s["out_left"]), (("out_left",), {}))
+        s = advance(s, 18, fma_normalise())
         # total = rounded * 2^(exp - 23): its integer part is rounded[14:] >> (9 - exp) for exp
         # in -1..8; 2^9 and above (and inf) saturate, below 2^-1 is 0.
         kept, round_up, rounded = fma_round("total")
@@ -390,7 +407,7 @@ class QuantizedAdder(wiring.Component):
         out_operand = s["normalised"][0:32].as_signed()
         (_, operand_low), (_, operand_high) = multiplier_parts(out_operand)
         (_, mult_low), (_, mult_high) = multiplier_parts(s["out_mult"])
-        s = advance(s, 17, (("normalised", "exp", "zero", "sign", "inf", "inf_sign"), dict(
+        s = advance(s, 19, (("normalised", "exp", "zero", "sign", "inf", "inf_sign"), dict(
             fp32_rounding_in=(rounded[14:25], unsigned(11)),
             fp32_amount=(9 - exp)[0:4],
             # rounded[0:14] != 0, without waiting for the carry chain
@@ -401,25 +418,25 @@ class QuantizedAdder(wiring.Component):
             out_part00=operand_low * mult_low, out_part01=operand_low * mult_high,
             out_part10=operand_high * mult_low, out_part11=operand_high * mult_high)))
 
-        # Stage 18: fixed: the output product + 2^30, added into the low partial product
+        # Stage 20: fixed: the output product + 2^30, added into the low partial product
         # (bits 30..33) and its carry into the high one; floor((x * m + 2^30) / 2^31).
         low = s["out_part00"]  # 17 x 17 bits: below 2^34
         low_top = comb(low[30:34] + 1, 5, "out_low_top")
         outer = Cat(low[0:30], low_top[0:4], s["out_part11"] + low_top[4]).as_signed()
         middle = s["out_part01"] + s["out_part10"]
-        s = advance(s, 18, (("out_part00", "out_part01", "out_part10", "out_part11"), dict(
+        s = advance(s, 20, (("out_part00", "out_part01", "out_part10", "out_part11"), dict(
             out_high=((outer + (middle << 17))[31:64].as_signed(), signed(33)))))
 
-        # Stage 19: the rounding right shift: fp32 float -> integer, fixed RoundingDivideByPOT --
+        # Stage 21: the rounding right shift: fp32 float -> integer, fixed RoundingDivideByPOT --
         fixed = s["fixed"]
         whole, guard, sticky = shift_right_rounding_bits(
             Mux(fixed, s["out_high"], s["fp32_rounding_in"]),
             Mux(fixed, s["out_right"], s["fp32_amount"]))
-        s = advance(s, 19, (("out_high", "out_right", "fp32_rounding_in", "fp32_amount",
+        s = advance(s, 21, (("out_high", "out_right", "fp32_rounding_in", "fp32_amount",
                              "low_sticky"), dict(
             whole=whole, guard=guard, sticky=sticky | s["low_sticky"])))
 
-        # Stage 20: round (fp32: half to even, fixed: half away from zero), sign, saturate ------
+        # Stage 22: round (fp32: half to even, fixed: half away from zero), sign, saturate ------
         # fp32 rounds the magnitude and then negates: -(w + r) = ~w + (1 - r).
         whole, fixed, flip = s["whole"], s["fixed"], s["flip"]
         negative = whole[32]
@@ -432,10 +449,10 @@ class QuantizedAdder(wiring.Component):
             m.d.comb += value.eq(Mux(flip | negative, -1024, 1023))
         with m.Else():
             m.d.comb += value.eq(Mux(flip, ~narrow, narrow) + (round_up ^ flip))
-        s = advance(s, 20, (("whole", "guard", "sticky", "flip", "saturate", "vanish"),
+        s = advance(s, 22, (("whole", "guard", "sticky", "flip", "saturate", "vanish"),
                             dict(value=value)))
 
-        # Stage 21: output offset (zero point, or -128 for uint8 codes) and clip ----------------
+        # Stage 23: output offset (zero point, or -128 for uint8 codes) and clip ----------------
         total = comb(s["value"] + s["offset"], signed(13), "offset_value")
         low, high = s["lo"], s["hi"]  # int8: within -128..127 already
         clipped = Signal(signed(8))
@@ -446,8 +463,8 @@ class QuantizedAdder(wiring.Component):
         with m.Else():
             m.d.comb += clipped.eq(total)
         m.d.comb += [
-            self.outputs.valid.eq(reg(s["valid"], "valid", 21)),
-            self.outputs.payload.value.eq(reg(clipped, "value", 21)),
-            self.outputs.payload.error.eq(reg(s["error"], "error", 21)),
+            self.outputs.valid.eq(reg(s["valid"], "valid", self.latency)),
+            self.outputs.payload.value.eq(reg(clipped, "value", self.latency)),
+            self.outputs.payload.error.eq(reg(s["error"], "error", self.latency)),
         ]
         return m

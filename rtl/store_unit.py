@@ -127,6 +127,10 @@ class StoreUnit(wiring.Component):
         pack = Signal(8 * bus_bytes)
         fetch_row = Signal(10)
         fetch_col = Signal(10)
+        # Registered facts about them, so that no compare sits in front of the read enables:
+        fetching = Signal()         # rows remain to be read
+        col_is_last = Signal()      # fetch_col == cols - 1
+        row_is_last = Signal()      # fetch_row == rows - 1
         read_addr = Signal(16)
         started = Signal(SPAN_COUNT_BITS)   # spans whose chunks the data path has begun
 
@@ -162,7 +166,6 @@ class StoreUnit(wiring.Component):
                 with m.Else():
                     m.d.sync += part.eq(part + 1)
 
-        fetching = fetch_row != ins.rows
         starts_span = ~plan.row_mode | (fetch_col == 0)
         capture = Signal()          # the row on the read port moves into the row register
         m.d.comb += capture.eq(in_flight & (~have_row | row_done))
@@ -181,10 +184,13 @@ class StoreUnit(wiring.Component):
                      self.acc_read.en.eq(fetch & accumulator)]
         with m.If(fetch):
             m.d.sync += [in_flight.eq(1), read_addr.eq(read_addr + 1),
-                         flight_last_col.eq(fetch_col == ins.cols - 1),
-                         fetch_col.eq(fetch_col + 1)]
-            with m.If(fetch_col == ins.cols - 1):
-                m.d.sync += [fetch_col.eq(0), fetch_row.eq(fetch_row + 1)]
+                         flight_last_col.eq(col_is_last),
+                         fetch_col.eq(fetch_col + 1), col_is_last.eq(fetch_col + 2 == ins.cols)]
+            with m.If(col_is_last):
+                m.d.sync += [fetch_col.eq(0), fetch_row.eq(fetch_row + 1),
+                             col_is_last.eq(ins.cols == 1),
+                             row_is_last.eq(fetch_row + 2 == ins.rows),
+                             fetching.eq(~row_is_last)]
             with m.If(starts_span):
                 m.d.sync += started.eq(started + 1)
         with m.Elif(capture):
@@ -212,6 +218,8 @@ class StoreUnit(wiring.Component):
                 m.d.comb += walker.prepare.eq(1)
                 m.d.sync += [error.eq(plan.error), dones.eq(0), started.eq(0), have_row.eq(0),
                              in_flight.eq(0), part.eq(0), offset.eq(0), fetch_row.eq(0), fetch_col.eq(0),
+                             fetching.eq(1), col_is_last.eq(ins.cols == 1),
+                             row_is_last.eq(ins.rows == 1),
                              read_addr.eq(ins.sram_addr)]
                 m.next = "VERDICT"
                 flushable()
