@@ -288,8 +288,8 @@ class LoadUnit(wiring.Component):
                 flushable()
             with m.State("DRAIN"):  # after a bus error: the issued spans' chunks, no writes
                 m.d.comb += take.eq(1)
-                arriving = self.chunks.valid & chunk.last
-                with m.If(~walker.busy & ~write_queue.r_rdy & (lasts + arriving == walker.issued)):
+                # (counted once taken: the compare waits a cycle, but has no adder before it)
+                with m.If(~walker.busy & ~write_queue.r_rdy & (lasts == walker.issued)):
                     m.next = "DONE"
                 flushable()
             with m.State("DONE"):

@@ -55,7 +55,7 @@ The parameter fields are as wide as the accumulator words they come from, so tha
 check them itself. ``out_zp`` is only used in fixed mode (fp32 mode folds it into F).
 """
 
-from amaranth import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -338,14 +338,19 @@ class QuantizedAdder(wiring.Component):
                               unsigned(2 * len(nibbles))))
 
         def fma_count(*, fixed_zeros):
-            """Second step: 4 x the zero nibbles on top, + the first nonzero nibble's zeros."""
+            """Second step: 4 x the zero nibbles on top, + the first nonzero nibble's zeros (an
+            OR of one-hot selected terms: no adder, no multiplexer tree)."""
             nonzero, nibble_zeros = s["nibble_nonzero"], s["nibble_zeros"]
             top = len(nonzero) - 1
-            empty = comb(leading_zeros(m, nonzero), range(len(nonzero) + 1), "empty_nibbles")
-            first = Array(nibble_zeros[2 * (top - i):2 * (top - i) + 2]
-                          for i in range(len(nonzero)))[empty]
+            above = Const(0, 1)        # a nonzero nibble above this one
+            low, high = Const(0, 2), Const(0, 4)
+            for i in reversed(range(len(nonzero))):
+                first = comb(nonzero[i] & ~above, 1, f"first_nibble_{i}")
+                above = above | nonzero[i]
+                low = low | (first.replicate(2) & nibble_zeros[2 * i:2 * i + 2])
+                high = high | (first.replicate(4) & Const(top - i, 4))
             return ("nibble_nonzero", "nibble_zeros"), dict(
-                zeros=Mux(s["fixed"], fixed_zeros, Mux(nonzero == 0, _WINDOW, (empty << 2) + first)),
+                zeros=Mux(s["fixed"], fixed_zeros, Mux(nonzero == 0, _WINDOW, Cat(low, high))),
                 zero=nonzero == 0)
 
         def fma_normalise():
