@@ -14,7 +14,8 @@ register and shifts the pair {previous, incoming} by B - ``o`` bytes. Beat j tak
 only bytes of the previous chunk (the span has one beat more than chunks): that beat goes out
 without taking a chunk. ``wstrb`` marks the span's bytes: the first and last beats may be
 partial. W beats follow their AW (a burst's beats are sent only after its AW handshake) and the
-W output is one register, held until ``wready``. A FIFO with a registered output carries each
+W beats leave through a :class:`StreamRegister` (two beats), so that the W side's pace
+follows its fill level, not ``wready`` in the same cycle. A FIFO with a registered output carries each
 span's shape (``o``, its last beat, its last byte lane, whether it has a beat more than chunks)
 from the address side to the W side; a shape is there two cycles after its span is taken,
 before the span's first W beat can go (its AW comes first).
@@ -40,6 +41,7 @@ from golden.config import NpuConfig
 from .axi import Axi4WriteSignature, AxiBurst
 from .burst_splitter import BurstSplitter, span_beats
 from .dma_layouts import span_done_layout, span_layout, write_chunk_layout
+from .stream_register import StreamRegister
 
 __all__ = ["DmaWriter"]
 
@@ -149,7 +151,13 @@ class DmaWriter(wiring.Component):
         burst_beat = Signal(8)                  # index of the next beat in the burst
         prev = Signal(8 * B)                    # the span's previous chunk
 
-        advance = ~bus.wvalid | bus.wready
+        w_beats = StreamRegister(data.StructLayout({"data": 8 * B, "strb": B, "last": 1}))
+        m.submodules.w_beats = w_beats
+        m.d.comb += [bus.wvalid.eq(w_beats.outputs.valid), w_beats.outputs.ready.eq(bus.wready),
+                     bus.wdata.eq(w_beats.outputs.payload.data),
+                     bus.wstrb.eq(w_beats.outputs.payload.strb),
+                     bus.wlast.eq(w_beats.outputs.payload.last)]
+        advance = w_beats.inputs.ready
         burst_last = burst_beat == w_bursts.r_data
         span_last = Mux(first_beat, head.single_beat, next_is_last)
         wants_chunk = ~(span_last & head.extra_beat)
@@ -175,14 +183,12 @@ class DmaWriter(wiring.Component):
         window = Cat(prev, self.chunks.payload.data)
         shift = Signal(range(B + 1))            # bytes of the previous chunk left out
         m.d.comb += shift.eq(B - head.offset)
-        with m.If(bus.wready):
-            m.d.sync += bus.wvalid.eq(0)
+        m.d.comb += [w_beats.inputs.valid.eq(produce),
+                     w_beats.inputs.payload.data.eq(window.bit_select(shift * 8, 8 * B)),
+                     w_beats.inputs.payload.strb.eq(strobe),
+                     w_beats.inputs.payload.last.eq(burst_last)]
         with m.If(produce):
             m.d.sync += [
-                bus.wvalid.eq(1),
-                bus.wdata.eq(window.bit_select(shift * 8, 8 * B)),
-                bus.wstrb.eq(strobe),
-                bus.wlast.eq(burst_last),
                 burst_beat.eq(burst_beat + 1),
                 beat.eq(beat + 1),
                 first_beat.eq(0),
