@@ -13,10 +13,10 @@ register and shifts the pair {previous, incoming} by B - ``o`` bytes. Beat j tak
 (when the span has one), so it is one chunk per beat, except the span's last beat when it holds
 only bytes of the previous chunk (the span has one beat more than chunks): that beat goes out
 without taking a chunk. ``wstrb`` marks the span's bytes: the first and last beats may be
-partial. W beats follow their AW (a burst's beats are sent only after its AW handshake) and the
-W beats leave through a :class:`StreamRegister` (two beats), so that the W side's pace
-follows its fill level, not ``wready`` in the same cycle. A FIFO with a registered output carries each
-span's shape (``o``, its last beat, its last byte lane, whether it has a beat more than chunks)
+partial. W beats follow their AW (a burst's beats are sent only after its AW handshake) and
+leave through a :class:`StreamRegister` (two beats), so that the W side's pace follows its fill
+level, not ``wready`` in the same cycle. A FIFO with a registered output carries each span's
+shape (``o``, its last beat, its last byte lane, whether it has a beat more than chunks)
 from the address side to the W side; a shape is there two cycles after its span is taken,
 before the span's first W beat can go (its AW comes first).
 

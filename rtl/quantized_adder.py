@@ -196,7 +196,8 @@ class QuantizedAdder(wiring.Component):
         # code - zp: the multiplier forms d * m, 9 x 31 bits, and the rounding (stage 5) and
         # the alignment shifter of an FMA (stage 7 or 14) place it.
         def multiplier_operand(name):
-            left_amount, diff, magnitude = s[f"{name}_left"], s[f"{name}_diff"], s[f"{name}_magnitude"]
+            left_amount, diff = s[f"{name}_left"], s[f"{name}_diff"]
+            magnitude = s[f"{name}_magnitude"]
             zeros = leading_zeros(m, magnitude)
             wrapped = Signal(signed(9), name=f"{name}_wrapped")
             with m.Switch(left_amount):

@@ -16,9 +16,9 @@ Where elements overlap in DRAM the later one wins: the DmaWriter writes spans in
 3. **Data**: the SRAM rows are read in order, one per cycle while the chunk stream flows. A row
    read goes into a row register the cycle after (the block RAM's output is slow: nothing else
    sits behind it in that cycle) and stays there until it is used up; the next row waits on the
-   read port meanwhile. With ``E`` (the element's bytes) below ``B``
-   (the bus bytes) in a row span, ``B / E`` elements are packed into each chunk (the DRAM row's
-   last chunk may be partial); otherwise an element is ``ceil(E / B)`` chunks, the row's bytes
+   read port meanwhile. With ``E`` (the element's bytes) below ``B`` (the bus bytes) in a row
+   span, ``B / E`` elements are packed into each chunk (the DRAM row's last chunk may be
+   partial); otherwise an element is ``ceil(E / B)`` chunks, the row's bytes
    from 0 on (bytes past the span's end are don't-care: the writer writes ``length`` bytes). The
    data path starts a span's chunks only once the span has been taken, so the DmaWriter always
    knows the span its chunks belong to. Chunks leave through a register.
@@ -217,8 +217,8 @@ class StoreUnit(wiring.Component):
             with m.State("CHECK"):
                 m.d.comb += walker.prepare.eq(1)
                 m.d.sync += [error.eq(plan.error), dones.eq(0), started.eq(0), have_row.eq(0),
-                             in_flight.eq(0), part.eq(0), offset.eq(0), fetch_row.eq(0), fetch_col.eq(0),
-                             fetching.eq(1), col_is_last.eq(ins.cols == 1),
+                             in_flight.eq(0), part.eq(0), offset.eq(0), fetch_row.eq(0),
+                             fetch_col.eq(0), fetching.eq(1), col_is_last.eq(ins.cols == 1),
                              row_is_last.eq(ins.rows == 1),
                              read_addr.eq(ins.sram_addr)]
                 m.next = "VERDICT"
