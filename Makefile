@@ -30,8 +30,10 @@ debs:
 	  else echo "warning: missing Debian packages:$$missing (install them for faster builds)"; fi; \
 	fi
 
+# One test worker per core (pytest-xdist): most of the time goes to compiling Verilator models,
+# which runs on one core each; `worksteal` keeps both busy to the end.
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n auto --dist worksteal
 
 demo: $(STAMP)
 	$(BIN)/npu demo

