@@ -67,7 +67,9 @@ class Accumulator(wiring.Component):
         # The last two writes (any source), lane by lane: ``written[0]`` the previous cycle's.
         write_record = data.StructLayout({"addr": self.config.accumulator_addr_width,
                                           "lanes": cols, "values": self.row_layout})
-        written = [Signal(write_record, name=f"written_{age}") for age in (1, 2)]
+        # Only valid bits take a reset here: the other registers hold writes that were made,
+        # or data that a valid bit guards.
+        written = [Signal(write_record, name=f"written_{age}", reset_less=True) for age in (1, 2)]
         m.d.sync += [written[0].addr.eq(write.addr), written[0].lanes.eq(write.en),
                      written[0].values.eq(write.data), written[1].eq(written[0])]
 
@@ -77,7 +79,7 @@ class Accumulator(wiring.Component):
             rmw_read.addr.eq(self.accumulate.payload.addr),
             rmw_read.en.eq(self.accumulate.valid),
         ]
-        stage1 = Signal(layout)
+        stage1 = Signal(layout, reset_less=True)
         stage1_valid = Signal()
         m.d.sync += stage1_valid.eq(self.accumulate.valid)
         with m.If(self.accumulate.valid):
@@ -85,11 +87,11 @@ class Accumulator(wiring.Component):
 
         # Stage 1: register the RAM's output; find the lanes the read missed: this cycle's write
         # (forwarded from ``written[0]`` next cycle) and the previous one's (``written[1]``).
-        stage2 = Signal(layout)
+        stage2 = Signal(layout, reset_less=True)
         stage2_valid = Signal()
-        old_read = Signal(self.row_layout)
-        forward_newer = Signal(cols)
-        forward_older = Signal(cols)
+        old_read = Signal(self.row_layout, reset_less=True)
+        forward_newer = Signal(cols, reset_less=True)
+        forward_older = Signal(cols, reset_less=True)
         m.d.sync += [
             stage2_valid.eq(stage1_valid),
             stage2.eq(stage1),

@@ -106,7 +106,8 @@ class GeluLane(wiring.Component):
         index = 0  # the stage being built
 
         def stage(shape, value, name):
-            reg = Signal(shape, name=name)
+            # Only the valid bits need a reset (none on the data: see QuantizedAdder).
+            reg = Signal(shape, name=name, reset_less=not name.startswith("valid"))
             with m.If(en):
                 m.d.sync += reg.eq(value)
             return reg

@@ -119,7 +119,9 @@ class QuantizedAdder(wiring.Component):
 
         def reg(value, name, index, shape=None):
             shape = value.shape() if shape is None else shape
-            register = Signal(shape, name=f"{name}_{index}")
+            # Only the valid bits need a reset: the data registers take none (on an FPGA a
+            # reset on thousands of pipeline flip-flops is a net as wide as the pipeline).
+            register = Signal(shape, name=f"{name}_{index}", reset_less=name != "valid")
             with m.If(en):
                 m.d.sync += register.eq(value)
             return register

@@ -72,7 +72,8 @@ class Requantizer(wiring.Component):
 
         def reg(value, name, index, shape=None):
             shape = value.shape() if shape is None else shape
-            register = Signal(shape, name=f"{name}_{index}")
+            # Only the valid bits need a reset (none on the data: see QuantizedAdder).
+            register = Signal(shape, name=f"{name}_{index}", reset_less=name != "valid")
             with m.If(en):
                 m.d.sync += register.eq(value)
             return register

@@ -139,15 +139,17 @@ class SoftmaxUnit(wiring.Component):
         en = Signal()  # the pipeline moves (everything but the divider stalls as a whole)
         m.d.comb += en.eq(~self.results.valid | self.results.ready)
 
-        def stage(shape, value, name):
-            reg = Signal(shape, name=name)
+        def stage(shape, value, name, *, control=False):
+            # Only the control bits (valid, pass tags) need a reset; the data registers take
+            # none (on an FPGA a reset on every pipeline flip-flop is a net as wide as the unit).
+            reg = Signal(shape, name=name, reset_less=not control)
             with m.If(en):
                 m.d.sync += reg.eq(value)
             return reg
 
-        def delay(value, stages, name):
+        def delay(value, stages, name, *, control=False):
             for index in range(stages):
-                value = stage(value.shape(), value, f"{name}_d{index}")
+                value = stage(value.shape(), value, f"{name}_d{index}", control=control)
             return value
 
         def tree(values, op, shape, name):
@@ -190,8 +192,8 @@ class SoftmaxUnit(wiring.Component):
         # Pass 0: the row maximum -----------------------------------------------------------------
         masked = [Mux(beat.mask[i], beat.values[i], _INT32_MIN) for i in range(lanes)]
         beat_max, max_stages = tree(masked, lambda a, b: Mux(a >= b, a, b), signed(32), "max")
-        max_valid = delay(accept & (phase == _Phase.MAX), max_stages, "max_valid")
-        max_last = delay(beat.last, max_stages, "max_last")
+        max_valid = delay(accept & (phase == _Phase.MAX), max_stages, "max_valid", control=True)
+        max_last = delay(beat.last, max_stages, "max_last", control=True)
         row_max = Signal(signed(32))
         max_first = Signal(init=1)
         with m.If(en & max_valid):
@@ -235,7 +237,7 @@ class SoftmaxUnit(wiring.Component):
             def register(name, value):
                 if isinstance(value, list):
                     return [stage(v.shape(), v, f"{name}_{index}_{i}") for i, v in enumerate(value)]
-                return stage(value.shape(), value, f"{name}_{index}")
+                return stage(value.shape(), value, f"{name}_{index}", control=name in tag_names)
 
             return ({name: register(name, value) for name, value in carried.items()}
                     | {name: [stage(shape, value, f"{name}_{index}_{i}")
@@ -295,8 +297,8 @@ class SoftmaxUnit(wiring.Component):
         sum_width = _EXP_WIDTH + (lanes - 1).bit_length()
         beat_sum, sum_stages = tree([Mux(s["mask"][i], s["e"][i], 0) for i in range(lanes)],
                                     lambda a, b: a + b, unsigned(sum_width), "sum")
-        sum_valid = delay(s["sum"], sum_stages, "sum_valid")
-        sum_last = delay(s["last"], sum_stages, "sum_last")
+        sum_valid = delay(s["sum"], sum_stages, "sum_valid", control=True)
+        sum_last = delay(s["last"], sum_stages, "sum_last", control=True)
         total = Signal(_SUM_WIDTH)
         sum_first = Signal(init=1)
         remainder = Signal(_SUM_WIDTH + 1)

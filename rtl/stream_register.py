@@ -25,7 +25,8 @@ class StreamRegister(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        entries = [Signal(self.shape, name=f"entry{i}") for i in range(2)]
+        # The fill count says which entries hold a payload: they need no reset of their own.
+        entries = [Signal(self.shape, name=f"entry{i}", reset_less=True) for i in range(2)]
         write_index = Signal()
         read_index = Signal()
         count = Signal(range(3))

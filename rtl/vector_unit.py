@@ -303,8 +303,8 @@ class VectorUnit(wiring.Component):
 
         def register_stage(fields, *, valid, take, name):
             """Registers for ``fields`` that load (with ``valid``) whenever ``take``."""
-            stage = {key: Signal(value.shape(), name=f"{name}_{key}")
-                     for key, value in fields.items()}
+            stage = {key: Signal(value.shape(), name=f"{name}_{key}", reset_less=True)
+                     for key, value in fields.items()}  # only ``stage_valid`` needs a reset
             stage_valid = Signal(name=f"{name}_valid")
             with m.If(take):
                 m.d.sync += [stage_valid.eq(valid)]
